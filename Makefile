@@ -1,0 +1,47 @@
+# edgebot: `make demo` shows the whole job on real data; `make test` runs every test.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install.stamp
+DEBS   := mosquitto mosquitto-clients xz-utils openssl
+
+.PHONY: install test test-fast demo bench detection clean debs
+
+install: $(STAMP)
+
+# Debian packages the tests need (a real MQTT broker); installed only when run as root and missing.
+debs:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "missing Debian packages:$$missing (run 'sudo apt-get install$$missing'; broker tests will be skipped)"; \
+	  fi; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml
+	$(MAKE) debs
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not tf and not slow"
+
+demo: install
+	$(PY) -m edgebot.demo
+
+bench: install
+	$(VENV)/bin/edgebot bench demo-out/bundle --pcap data/pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz --json benchmarks/results.json
+
+detection: install
+	$(PY) benchmarks/detection/run.py
+
+clean:
+	rm -rf build dist *.egg-info demo-out runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Converter: Keras run dir to a verified int8 TFLite bundle."""

@@ -1,0 +1,1 @@
+"""Gateway side: flow metering, sources, incidents, sinks and the agent. Never imports TensorFlow."""

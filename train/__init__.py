@@ -1,0 +1,1 @@
+"""Desktop trainer: models, splits, metrics and the report (imports TensorFlow lazily)."""
