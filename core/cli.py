@@ -1,0 +1,288 @@
+"""All edgebot commands. Each one validates its options, calls one library function, prints a summary.
+
+Heavy packages (TensorFlow for train/convert) are imported inside the command functions,
+so ``edgebot run --help`` starts fast on a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Callable
+
+import click
+
+from edgebot import __version__
+from edgebot.errors import EdgebotError
+
+log = logging.getLogger("edgebot")
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+class _State:
+    debug = False
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING
+    if verbose == 1:
+        level = logging.INFO
+    elif verbose >= 2:
+        level = logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn edgebot's own errors into ``Error: ...`` and an exit code; ``--debug`` keeps the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EdgebotError as exc:
+            if _State.debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _echo_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, prog_name="edgebot")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
+def main(verbose: int, quiet: bool, debug: bool) -> None:
+    """edgebot: detect IoT botnets on the gateway itself.
+
+    \b
+    Desktop:  edgebot train  -> edgebot convert  (int8 bundle)
+    Gateway:  edgebot run    (pcap | live interface | Zeek log | CSV -> MQTT incidents)
+    Anywhere: edgebot eval, edgebot bench, edgebot data summary
+
+    Run 'edgebot COMMAND --help' for the options and an example of each command.
+    """
+    _State.debug = debug
+    _configure_logging(verbose, quiet)
+
+
+# --------------------------------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Inspect labeled flow data (Zeek conn logs, IoT-23, CICFlowMeter CSVs)."""
+
+
+@data.command("summary")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--strict", is_flag=True, help="Treat any malformed row as an error.")
+@handle_errors
+def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
+    """Rows, skipped rows (with reasons), labels, families, time span and hosts of each file.
+
+    \b
+    Example:
+      edgebot data summary data/iot23/CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz
+    """
+    from edgebot.readers import summarize
+    from edgebot.readers.summary import format_summary
+
+    summary = summarize(list(paths), strict=strict)
+    if as_json:
+        _echo_json(summary)
+    else:
+        click.echo(format_summary(summary))
+
+
+# -------------------------------------------------------------------------------------- train
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--split", default="temporal",
+              help="temporal (per capture: earlier 80% train, later 20% test), stratified "
+                   "(the paper's random 80/20; leaky), or leave-out:NAME (a scenario or family).")
+@click.option("--window", "window", default=8, type=click.IntRange(1, 64), help="Flows per host window (T).")
+@click.option("--epochs", default=None, type=click.IntRange(1, 1000), help="Max epochs (early stopping on validation loss).")
+@click.option("--seed", default=0, type=int, help="Seed for every random choice.")
+@click.option("--fpr-budget", default=0.01, type=click.FloatRange(0.0, 1.0), help="False-positive budget for the decision threshold (chosen on validation data).")
+@click.option("--family", "families", multiple=True, metavar="FILE=NAME", help="Family of the malicious rows of FILE (for data outside the IoT-23 table).")
+@click.option("--quick", is_flag=True, help="Small, fast configuration (tests, demo).")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@handle_errors
+def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, force) -> None:
+    """Train the CNN-LSTM, autoencoder, baselines and fuser; write models, metrics and a report.
+
+    \b
+    Example:
+      edgebot train data/iot23/*.xz --out runs/iot23 --split temporal
+    """
+    fam = _parse_families(families)
+    try:
+        from edgebot.train.fit import train_run
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise click.ClickException(f"the trainer needs the train extra: pip install 'edgebot[train]' ({exc})")
+    result = train_run(list(paths), out, split=split, window=window, epochs=epochs, seed=seed,
+                       quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
+    summary = result.get("summary") if isinstance(result, dict) else None
+    if summary:
+        click.echo(summary)
+
+
+def _parse_families(items) -> dict[str, str]:
+    fam = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected FILE=NAME, got {item!r}", param_hint="--family")
+        k, v = item.split("=", 1)
+        fam[k] = v
+    return fam
+
+
+# ------------------------------------------------------------------------------------ convert
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to create.")
+@click.option("--max-f1-drop", default=0.005, type=click.FloatRange(0.0, 1.0), help="Fail when int8 fused F1 is this much below float.")
+@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@handle_errors
+def convert(run_dir, out, max_f1_drop, force) -> None:
+    """Quantize the run's networks to int8 TFLite, export the fuser, verify, and write a bundle.
+
+    \b
+    Example:
+      edgebot convert runs/iot23 --out bundles/iot23
+    """
+    try:
+        from edgebot.convert.bundle_writer import convert_run, format_verification
+    except ImportError as exc:  # pragma: no cover
+        raise click.ClickException(f"the converter needs the train extra: pip install 'edgebot[train]' ({exc})")
+    result = convert_run(run_dir, out, max_f1_drop=max_f1_drop, force=force)
+    click.echo(format_verification(result))
+
+
+# --------------------------------------------------------------------------------------- eval
+@main.command("eval", context_settings=CONTEXT_SETTINGS)
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@handle_errors
+def evaluate(bundle_dir, paths, as_json) -> None:
+    """Score labeled flows with a bundle (the deployed int8 path) and print the metrics.
+
+    \b
+    Example:
+      edgebot eval bundles/iot23 data/iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz
+    """
+    from edgebot.evaluate import evaluate_bundle, format_evaluation
+
+    result = evaluate_bundle(bundle_dir, list(paths))
+    if as_json:
+        _echo_json(result)
+    else:
+        click.echo(format_evaluation(result))
+
+
+# ---------------------------------------------------------------------------------------- run
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.option("--bundle", "bundle", type=click.Path(), help="Model bundle directory (or 'bundle' in the config).")
+@click.option("--pcap", type=click.Path(), help="Replay a pcap (gz/xz ok) as fast as the CPU allows.", )
+@click.option("--iface", help="Capture live on this interface (needs CAP_NET_RAW).")
+@click.option("--zeek-log", "zeek_log", type=click.Path(), help="Follow a growing Zeek conn.log (TSV or JSON).")
+@click.option("--csv", "csv_path", type=click.Path(), help="Score flows already metered (Zeek-like or CICFlowMeter CSV).")
+@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://user:pass@host:1883 or mqtts://host:8883.")
+@click.option("--jsonl", "jsonl", type=click.Path(), help="Write incidents as JSON lines here ('-' = stdout).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (flags override it).")
+@click.option("--gateway-id", "gateway_id", help="Name of this gateway in topics and incidents.")
+@click.option("--check-config", is_flag=True, help="Validate the configuration and exit 0 (ok) or 1.")
+@click.option("--follow/--no-follow", default=None, help="Keep following --zeek-log after its end.")
+@handle_errors
+def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, gateway_id, check_config, follow) -> None:
+    """Meter traffic, score flows with the bundle, publish incidents (MQTT and/or JSON lines).
+
+    Exactly one source: --pcap, --iface, --zeek-log or --csv. Without --mqtt, incidents go
+    to --jsonl (stdout by default). SIGINT/SIGTERM flush, publish 'offline' and exit 0.
+
+    \b
+    Example:
+      edgebot run --bundle bundles/iot23 --pcap capture.pcap --mqtt mqtt://localhost:1883
+    """
+    from edgebot.config import check_config as _check, load_config
+
+    overrides = {
+        "bundle": bundle, "source.pcap": pcap, "source.iface": iface, "source.zeek_log": zeek_log,
+        "source.csv": csv_path, "mqtt.url": mqtt_url, "jsonl.path": jsonl, "gateway_id": gateway_id,
+    }
+    if follow is not None:
+        overrides["source.follow"] = follow
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if check_config:
+        problems = _check(config_path, overrides)
+        if problems:
+            for p in problems:
+                click.echo(f"Error: {p}", err=True)
+            sys.exit(1)
+        click.echo("configuration ok")
+        return
+    cfg = load_config(config_path, overrides)
+    from edgebot.edge.agent import run_agent
+
+    summary = run_agent(cfg)
+    click.echo(summary.format(), err=True)
+
+
+# -------------------------------------------------------------------------------------- bench
+@main.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--pcap", type=click.Path(exists=True, dir_okay=False), help="Also measure end-to-end replay of this pcap.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all figures as JSON here.")
+@click.option("--batch", "batches", default="1,32,256", help="Comma-separated batch sizes.")
+@click.option("--repeat", default=200, type=click.IntRange(1, 100000), help="Calls per measurement.")
+@handle_errors
+def bench(bundle_dir, pcap, json_path, batches, repeat) -> None:
+    """Measure latency, throughput, memory and start-up of the gateway path (and Keras, if installed).
+
+    \b
+    Example:
+      edgebot bench bundles/iot23 --pcap capture.pcap --json bench.json
+    """
+    from edgebot.edge.bench import format_bench, run_bench
+
+    try:
+        batch_sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {batches!r}", param_hint="--batch")
+    result = run_bench(bundle_dir, pcap=pcap, batch_sizes=batch_sizes, repeat=repeat)
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(result, fh, indent=2, sort_keys=True, default=_json_default)
+    click.echo(format_bench(result))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,354 @@
+"""The gateway agent: source -> featurizer -> per-host windows -> int8 bundle -> incidents -> sinks."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from edgebot.features import featurize
+from edgebot.flow import FlowRecord
+from edgebot.windows import HostWindows
+
+log = logging.getLogger(__name__)
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process in MB (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MB."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def percentiles(values, qs=(50, 95, 99)) -> dict:
+    """``{"p50": ..., ...}`` of ``values`` in the same unit, or zeros when empty."""
+    if len(values) == 0:
+        return {f"p{q}": 0.0 for q in qs}
+    arr = np.asarray(values, dtype=np.float64)
+    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
+
+
+@dataclass
+class AgentSummary:
+    """What one run of the agent did; printed at the end and returned to callers."""
+
+    source: str = ""
+    flows: int = 0
+    packets: int = 0
+    seconds: float = 0.0
+    incidents: dict = field(default_factory=dict)
+    flagged_hosts: dict = field(default_factory=dict)  # host -> {"score", "first_seen", "flows", "malicious_flows"}
+    verdict_latency_ms: dict = field(default_factory=dict)
+    evictions: dict = field(default_factory=dict)
+    sink: dict = field(default_factory=dict)
+    source_stats: dict = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    stopped_by_signal: bool = False
+
+    @property
+    def flows_per_s(self) -> float:
+        return self.flows / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def packets_per_s(self) -> float:
+        return self.packets / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "flows": self.flows, "packets": self.packets, "seconds": self.seconds,
+            "flows_per_s": self.flows_per_s, "packets_per_s": self.packets_per_s, "incidents": self.incidents,
+            "flagged_hosts": self.flagged_hosts, "verdict_latency_ms": self.verdict_latency_ms,
+            "evictions": self.evictions, "sink": self.sink, "source_stats": self.source_stats,
+            "peak_rss_mb": self.peak_rss_mb, "stopped_by_signal": self.stopped_by_signal,
+        }
+
+    def format(self) -> str:
+        lat = self.verdict_latency_ms
+        lines = [
+            f"source            {self.source}",
+            f"flows scored      {self.flows:,} in {self.seconds:.2f} s ({self.flows_per_s:,.0f} flows/s"
+            + (f", {self.packets_per_s:,.0f} packets/s)" if self.packets else ")"),
+            f"incidents         new {self.incidents.get('new', 0)}, update {self.incidents.get('update', 0)}, "
+            f"end {self.incidents.get('end', 0)}",
+        ]
+        for host, h in sorted(self.flagged_hosts.items()):
+            lines.append(f"  flagged {host:<15} score {h['score']:.3f}  first seen {_iso(h['first_seen'])}  "
+                         f"flows {h['flows']} ({h['malicious_flows']} malicious)")
+        if lat:
+            lines.append(f"flow end->verdict p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms")
+        ev = {k: v for k, v in self.evictions.items() if v}
+        if ev:
+            lines.append(f"evictions         {ev}")
+        if self.sink:
+            lines.append(f"sink              {self.sink}")
+        lines.append(f"peak RSS          {self.peak_rss_mb:.0f} MB")
+        return "\n".join(lines)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
+
+
+class Agent:
+    """One agent: built from a config, started, run until its source ends or a signal arrives.
+
+    Start-up reads as a list (see :meth:`start`): bundle, scorer, incidents, sinks, source,
+    signals; then the sinks start (MQTT connects in the background, never blocking).
+    """
+
+    def __init__(self, cfg: Any, *, bundle: Any = None, sink: Any = None, source: Any = None):
+        self.cfg = cfg
+        self.bundle = bundle
+        self.sink = sink
+        self.source = source
+        self.windows: Optional[HostWindows] = None
+        self.incidents = None
+        self._stop = threading.Event()
+        self._pending: list[FlowRecord] = []
+        self._pending_t: list[float] = []
+        self._latencies: deque = deque(maxlen=100_000)
+        self._incident_latest: dict[str, dict] = {}
+        self._flow_clock = 0.0
+        self._flows = 0
+        self._last_stats = 0.0
+        self.summary = AgentSummary()
+
+    # ------------------------------------------------------------------------------- start-up
+    def start(self) -> None:
+        self.init_bundle()
+        self.init_scorer()
+        self.init_incidents()
+        self.init_sinks()
+        self.init_source()
+        self.init_signals()
+        self.start_sinks()
+
+    def init_bundle(self) -> None:
+        if self.bundle is None:
+            from edgebot.bundle import load_bundle
+
+            self.bundle = load_bundle(self.cfg.bundle)
+        log.info("bundle %s (%s) loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
+                 self.bundle.version, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
+
+    @property
+    def threshold(self) -> float:
+        override = getattr(self.cfg.scoring, "threshold", None)
+        return float(override) if override is not None else float(self.bundle.threshold)
+
+    def init_scorer(self) -> None:
+        self.windows = HostWindows(self.bundle.window, self.bundle.n_features, max_hosts=self.cfg.limits.max_hosts)
+
+    def init_incidents(self) -> None:
+        from edgebot.edge.incidents import IncidentTracker
+
+        inc = self.cfg.incidents
+        self.incidents = IncidentTracker(
+            gateway_id=self.cfg.gateway_id,
+            model={"id": self.bundle.bundle_id, "version": self.bundle.version},
+            threshold=self.threshold,
+            update_interval_s=inc.update_interval_s,
+            quiet_period_s=inc.quiet_period_s,
+            min_malicious_flows=getattr(inc, "min_malicious_flows", 1),
+            max_peers=inc.max_peers,
+        )
+
+    def init_sinks(self) -> None:
+        if self.sink is None:
+            from edgebot.edge.sinks import build_sinks
+
+            self.sink = build_sinks(self.cfg)
+
+    def init_source(self) -> None:
+        if self.source is None:
+            from edgebot.edge.sources import build_source
+
+            self.source = build_source(self.cfg)
+        self.summary.source = getattr(self.source, "description", type(self.source).__name__)
+
+    def init_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def start_sinks(self) -> None:
+        self.sink.start()
+
+    def _on_signal(self, signum, frame) -> None:  # noqa: ARG002
+        log.warning("signal %d: flushing and stopping", signum)
+        self.summary.stopped_by_signal = True
+        self._stop.set()
+        stop = getattr(self.source, "stop", None)
+        if stop is not None:
+            stop()
+
+    def stop(self) -> None:
+        """Ask the run loop to finish (thread-safe)."""
+        self._stop.set()
+        stop = getattr(self.source, "stop", None)
+        if stop is not None:
+            stop()
+
+    # ----------------------------------------------------------------------------------- loop
+    def run(self) -> AgentSummary:
+        """Consume the source until it ends or :meth:`stop` is called; returns the summary."""
+        batch_size = self.cfg.scoring.batch_size
+        max_delay = self.cfg.scoring.max_batch_delay_s
+        stats_every = self._stats_interval()
+        t0 = time.perf_counter()
+        self._last_stats = t0
+        try:
+            for item in self.source:
+                now = time.perf_counter()
+                if item is not None:  # None is a tick from a live source: time passes, no flow
+                    self._pending.append(item)
+                    self._pending_t.append(now)
+                if self._pending and (len(self._pending) >= batch_size or now - self._pending_t[0] >= max_delay):
+                    self.score_pending()
+                if stats_every and now - self._last_stats >= stats_every:
+                    self.publish_stats(now - t0)
+                if self._stop.is_set():
+                    break
+            self.score_pending()
+            if not self._stop.is_set():
+                self._publish(self.incidents.close_all("source ended"))
+            self.summary.seconds = time.perf_counter() - t0
+        finally:
+            self.close()
+        return self.summary
+
+    def score_pending(self) -> None:
+        """Score the pending micro-batch (in start-time order) and publish incident messages."""
+        if not self._pending:
+            return
+        order = sorted(range(len(self._pending)), key=lambda i: self._pending[i].ts)
+        flows = [self._pending[i] for i in order]
+        emitted = [self._pending_t[i] for i in order]
+        self._pending, self._pending_t = [], []
+        X = self.bundle.scale(featurize(flows))
+        W = self.windows.push_many([f.orig_h for f in flows], X)
+        scores = self.bundle.score(W)
+        done = time.perf_counter()
+        self._latencies.extend((done - t) * 1000.0 for t in emitted)
+        threshold = self.incidents.threshold
+        messages: list[dict] = []
+        for flow, score in zip(flows, scores.tolist()):
+            end = flow.ts + (flow.duration or 0.0)
+            if end > self._flow_clock:
+                self._flow_clock = end
+            if score >= threshold:
+                peer = f"{flow.resp_h}:{flow.resp_p}/{flow.proto}"
+                messages.extend(self.incidents.observe(flow.orig_h, end, score, peer, _community_id(flow)))
+            else:
+                messages.extend(self.incidents.observe(flow.orig_h, end, score))
+        messages.extend(self.incidents.tick(self._flow_clock))
+        self._flows += len(flows)
+        self._publish(messages)
+
+    def _publish(self, messages: list[dict]) -> None:
+        for msg in messages:
+            self._incident_latest[msg["incident_id"]] = msg
+            log.info("incident %s %s host %s score %.3f flows %d", msg["type"], msg["incident_id"], msg["host"],
+                     msg["score"], msg["flows"])
+            self.sink.publish_incident(msg)
+
+    def flagged_hosts(self) -> dict[str, dict]:
+        """Per flagged host: highest score, first seen, flows and malicious flows over its incidents."""
+        hosts: dict[str, dict] = {}
+        for msg in self._incident_latest.values():
+            h = hosts.setdefault(msg["host"], {"score": 0.0, "first_seen": msg["first_seen"], "flows": 0,
+                                               "malicious_flows": 0, "incidents": 0})
+            h["score"] = max(h["score"], msg["score"])
+            h["first_seen"] = min(h["first_seen"], msg["first_seen"])
+            h["flows"] += msg["flows"]
+            h["malicious_flows"] += msg["malicious_flows"]
+            h["incidents"] += 1
+        return hosts
+
+    def _stats_interval(self) -> float:
+        mqtt = getattr(self.cfg, "mqtt", None)
+        return float(getattr(mqtt, "stats_interval_s", 0) or 0) if mqtt is not None else 0.0
+
+    def stats(self, elapsed: float) -> dict:
+        src = self.source.stats() if hasattr(self.source, "stats") else {}
+        sink = self.sink.stats() if hasattr(self.sink, "stats") else {}
+        return {
+            "gateway_id": self.cfg.gateway_id,
+            "flows": self._flows,
+            "packets": src.get("packets", 0),
+            "flows_per_s": self._flows / elapsed if elapsed > 0 else 0.0,
+            "packets_per_s": src.get("packets", 0) / elapsed if elapsed > 0 else 0.0,
+            "queue_depth": sink.get("queued", 0),
+            "evictions": {"hosts": self.windows.evictions, "flows": src.get("flows_evicted", 0)},
+            "open_incidents": self.incidents.open_incidents,
+            "rss_mb": round(current_rss_mb(), 1),
+            "time": time.time(),
+        }
+
+    def publish_stats(self, elapsed: float) -> None:
+        self._last_stats = time.perf_counter()
+        self.sink.publish_stats(self.stats(elapsed))
+
+    def close(self) -> None:
+        """Flush sinks (publishing 'offline'), close the source; fill in the summary."""
+        s = self.summary
+        s.flows = self._flows
+        src = self.source.stats() if self.source is not None and hasattr(self.source, "stats") else {}
+        s.source_stats = src
+        s.packets = int(src.get("packets", 0))
+        s.incidents = dict(self.incidents.counts) if self.incidents else {}
+        s.flagged_hosts = self.flagged_hosts()
+        s.verdict_latency_ms = percentiles(list(self._latencies))
+        s.evictions = {"hosts": self.windows.evictions if self.windows else 0, "flows": src.get("flows_evicted", 0)}
+        try:
+            if self.sink is not None:
+                self.sink.close()
+                s.sink = self.sink.stats() if hasattr(self.sink, "stats") else {}
+        finally:
+            if self.source is not None and hasattr(self.source, "close"):
+                self.source.close()
+        s.peak_rss_mb = peak_rss_mb()
+
+
+def _community_id(flow: FlowRecord) -> Optional[str]:
+    try:
+        from edgebot.edge.community_id import community_id
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return community_id(flow.orig_h, flow.resp_h, flow.orig_p, flow.resp_p, flow.proto)
+    except Exception:  # a malformed address must never stop scoring
+        return None
+
+
+def run_agent(cfg: Any) -> AgentSummary:
+    """Build, start and run an agent from a validated config; returns its summary."""
+    agent = Agent(cfg)
+    agent.start()
+    return agent.run()
