@@ -249,7 +249,7 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
             sys.exit(1)
         click.echo("configuration ok")
         return
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, overrides).validate()
     from edgebot.edge.agent import run_agent
 
     summary = run_agent(cfg)

@@ -313,6 +313,7 @@ class Agent:
 
     def publish_stats(self, elapsed: float) -> None:
         self._last_stats = time.perf_counter()
+        self.sink.check()  # refused credentials or TLS end the run with a clear error
         self.sink.publish_stats(self.stats(elapsed))
 
     def close(self) -> None:
