@@ -120,7 +120,7 @@ class LimitsConfig:
     """``[limits]``: memory bounds; what is evicted is counted in the stats."""
 
     max_hosts: int = 4096
-    max_active_flows: int = 100_000
+    max_active_flows: int = 20_000
 
 
 @dataclass

@@ -270,6 +270,7 @@ class Agent:
         messages.extend(self.incidents.tick(self._flow_clock))
         self._flows += len(flows)
         self._publish(messages)
+        self.sink.check()  # refused credentials or TLS end the run with a clear error
 
     def _publish(self, messages: list[dict]) -> None:
         for msg in messages:

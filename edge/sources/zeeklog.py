@@ -10,18 +10,18 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from edgebot.errors import DataFormatError, SourceError
+from edgebot.edge.sources.base import FlowSource, register_source
 from edgebot.flow import CicFlowRecord, FlowRecord
 
 log = logging.getLogger(__name__)
 
 
-class FlowFileSource:
+@register_source("csv")
+class FlowFileSource(FlowSource):
     """Every flow of a flow file (Zeek log, IoT-23 CSV, CICFlowMeter CSV), read once (``--csv``).
 
     Labels in the file are ignored by the agent; malformed rows are counted, as the readers do.
     """
-
-    kind = "csv"
 
     def __init__(self, path: str | os.PathLike, *, accept_cic: bool = False):
         from edgebot.readers import open_flows
@@ -31,7 +31,7 @@ class FlowFileSource:
             raise SourceError(f"{self.path}: no such file")
         self.reader = open_flows(self.path)
         self.accept_cic = accept_cic
-        self.description = f"{self.reader.format} file {self.path.name}"
+        self._description = f"{self.reader.format} file {self.path.name}"
         self._stop = threading.Event()
 
     def __iter__(self) -> Iterator[FlowRecord]:
@@ -45,6 +45,10 @@ class FlowFileSource:
             if self._stop.is_set():
                 return
 
+    @property
+    def description(self) -> str:
+        return self._description
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -56,7 +60,8 @@ class FlowFileSource:
         pass
 
 
-class ZeekLogFollower:
+@register_source("zeek-log")
+class ZeekLogFollower(FlowSource):
     """Follow a growing Zeek conn.log like ``tail -F``: new rows as Zeek writes them, across rotation.
 
     Zeek rotates ``conn.log`` by renaming it and starting a new file with fresh ``#`` headers;
@@ -73,19 +78,21 @@ class ZeekLogFollower:
         Sleep between polls when idle.
     """
 
-    kind = "zeek-log"
-
     def __init__(self, path: str | os.PathLike, *, follow: bool = True, poll_s: float = 0.5):
         self.path = Path(path)
         self.follow = follow
         self.poll_s = poll_s
-        self.description = f"Zeek log {self.path.name}" + (" (following)" if follow else "")
+        self._description = f"Zeek log {self.path.name}" + (" (following)" if follow else "")
         self._stop = threading.Event()
         self.rows_read = 0
         self.rows_skipped = 0
         self.rotations = 0
         if not self.path.exists() and not follow:
             raise SourceError(f"{self.path}: no such file")
+
+    @property
+    def description(self) -> str:
+        return self._description
 
     def stop(self) -> None:
         self._stop.set()

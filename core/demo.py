@@ -1,0 +1,177 @@
+"""`make demo`: train on bundled IoT-23 data, quantize, replay a Mirai and a benign pcap, summarize.
+
+Run as ``python -m edgebot.demo [--out DIR] [--full]``. Needs the train extra (TensorFlow) for
+the first two steps; the replay uses only the gateway path. If ``EDGEBOT_MQTT_URL`` names a
+reachable broker, incidents are also published there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from edgebot.errors import EdgebotError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+
+TRAIN_FILES = (
+    "iot23/CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz",
+    "iot23/CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz",
+    "iot23/CTU-Honeypot-Capture-4-1.conn.log.labeled.xz",
+    "iot23/CTU-Honeypot-Capture-5-1.conn.log.labeled.xz",
+)
+MIRAI_PCAP = "pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
+HUE_PCAP = "pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz"
+HUE_EARLIER_PCAP = "pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-09-14-13-40-25-Philips-Hue-Bridge.pcap.xz"
+
+REPLAYS = (
+    ("Mirai 34-1 (infected 192.168.1.195)", MIRAI_PCAP, "malicious"),
+    ("Philips Hue 4-1 (benign; its first 80% were training data)", HUE_PCAP, "benign"),
+    ("Philips Hue 2018-09-14 (benign, never seen in training)", HUE_EARLIER_PCAP, "benign"),
+)
+
+
+def data_root() -> Path:
+    """The bundled data folder (the repo's data/, or EDGEBOT_DATA)."""
+    root = Path(os.environ.get("EDGEBOT_DATA", DATA))
+    if not (root / TRAIN_FILES[0]).exists():
+        raise EdgebotError(f"bundled data not found under {root}; run from a clone of the edgebot repository")
+    return root
+
+
+def replay(bundle_dir: Path, pcap: Path, jsonl: Path, gateway_id: str, mqtt_url: str | None):
+    """Replay one pcap through the agent with the JSON-lines sink (and MQTT if given)."""
+    from edgebot.config import load_config
+    from edgebot.edge.agent import run_agent
+
+    overrides = {"bundle": str(bundle_dir), "source.pcap": str(pcap), "jsonl.path": str(jsonl),
+                 "gateway_id": gateway_id}
+    if mqtt_url:
+        overrides["mqtt.url"] = mqtt_url
+        overrides["mqtt.queue_path"] = str(jsonl.with_suffix(".queue.sqlite"))
+    cfg = load_config(None, overrides).validate()
+    return run_agent(cfg)
+
+
+def _broker_reachable(url: str) -> bool:
+    import socket
+
+    from edgebot.config import parse_mqtt_url
+
+    try:
+        u = parse_mqtt_url(url)
+        with socket.create_connection((u.host, u.port), timeout=2):
+            return True
+    except (OSError, EdgebotError):
+        return False
+
+
+def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
+    """Run the whole job; returns the summary dict that is also printed."""
+    root = data_root()
+    out.mkdir(parents=True, exist_ok=True)
+    say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
+    t_all = time.perf_counter()
+
+    say("== 1/3 train (quick configuration) on bundled IoT-23: Mirai 34-1, Hakai 8-1, honeypots 4-1, 5-1")
+    from edgebot.train.fit import train_run
+
+    t = time.perf_counter()
+    run_dir = out / "run"
+    train_result = train_run([root / f for f in TRAIN_FILES], run_dir, split="temporal", quick=quick, force=True,
+                             progress=True)
+    train_s = time.perf_counter() - t
+    if isinstance(train_result, dict) and train_result.get("summary"):
+        say(train_result["summary"])
+
+    say("\n== 2/3 convert to the int8 bundle and verify against the float models")
+    from edgebot.convert.bundle_writer import convert_run, format_verification
+
+    t = time.perf_counter()
+    bundle_dir = out / "bundle"
+    verification = convert_run(run_dir, bundle_dir, force=True)
+    convert_s = time.perf_counter() - t
+    say(format_verification(verification))
+
+    say("\n== 3/3 replay pcaps through the gateway agent (edgebot run, JSON-lines sink)")
+    mqtt_url = os.environ.get("EDGEBOT_MQTT_URL")
+    if mqtt_url and not _broker_reachable(mqtt_url):
+        say(f"(EDGEBOT_MQTT_URL set but no broker answers there; publishing to JSON lines only)")
+        mqtt_url = None
+    replays = []
+    for name, rel, truth in REPLAYS:
+        pcap = root / rel
+        jsonl = out / (Path(rel).name.split(".pcap")[0] + ".incidents.jsonl")
+        if jsonl.exists():
+            jsonl.unlink()
+        summary = replay(bundle_dir, pcap, jsonl, "demo-gateway", mqtt_url)
+        new = [json.loads(line) for line in jsonl.read_text().splitlines() if '"type": "new"' in line]
+        replays.append({"name": name, "pcap": rel, "truth": truth, "summary": summary.to_dict(),
+                        "incidents": len(new), "jsonl": str(jsonl)})
+        say(f"\n-- {name}\n{summary.format()}")
+
+    sizes = verification.get("sizes", {})
+    bundle_bytes = sum(v for k, v in sizes.items() if k != "total") if "total" not in sizes else sizes["total"]
+    result = {
+        "train_seconds": train_s,
+        "convert_seconds": convert_s,
+        "total_seconds": time.perf_counter() - t_all,
+        "bundle": str(bundle_dir),
+        "bundle_bytes": bundle_bytes,
+        "verification": {k: verification.get(k) for k in ("float", "int8", "f1_drop")},
+        "replays": replays,
+        "report": str(run_dir / "report.html"),
+    }
+    (out / "demo-summary.json").write_text(json.dumps(result, indent=2, default=str))
+    say("\n" + format_demo(result))
+    return result
+
+
+def format_demo(result: dict) -> str:
+    """The closing summary of the demo."""
+    lines = ["================ edgebot demo: summary ================"]
+    for r in result["replays"]:
+        s = r["summary"]
+        lines.append(f"{r['name']}: {r['incidents']} incident(s), {s['flows']:,} flows, "
+                     f"{s['packets']:,} packets, {s['packets_per_s']:,.0f} packets/s")
+        for host, h in sorted(s["flagged_hosts"].items()):
+            first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["first_seen"]))
+            lines.append(f"    incident host {host:<15} score {h['score']:.3f}  first seen {first}Z  "
+                         f"flows {h['flows']} ({h['malicious_flows']} malicious)")
+    v = result["verification"]
+    try:
+        lines.append(f"int8 bundle: fused F1 {v['int8']['f1']:.4f} vs float {v['float']['f1']:.4f} "
+                     f"(drop {v['f1_drop']:+.4f}); size {result['bundle_bytes'] / 1024:.0f} KB")
+    except (KeyError, TypeError):
+        lines.append(f"int8 bundle: {result['bundle_bytes'] / 1024:.0f} KB")
+    lines.append(f"bundle: {result['bundle']}")
+    lines.append(f"report: {result['report']}")
+    lines.append(f"time: train {result['train_seconds']:.0f} s, convert {result['convert_seconds']:.0f} s, "
+                 f"total {result['total_seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgebot.demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
+    ap.add_argument("--full", action="store_true", help="train the full configuration instead of --quick")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_demo(Path(args.out), quick=not args.full)
+    except EdgebotError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
