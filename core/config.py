@@ -129,6 +129,7 @@ class IncidentsConfig:
 
     update_interval_s: float = 30.0
     quiet_period_s: float = 300.0
+    min_malicious_flows: int = 3
     max_peers: int = 5
 
 

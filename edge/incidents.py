@@ -135,7 +135,7 @@ class IncidentTracker:
             if peer:
                 inc.peers[peer] += 1
             if community_id:
-                inc.community_id = community_id
+                inc.community_id = community_id  # a string, or a callable computed only when published
 
     def _end(self, host: str, reason: str) -> dict:
         inc = self._open.pop(host)
@@ -164,5 +164,11 @@ class IncidentTracker:
             "severity": severity_for(inc.max_score, self.threshold, inc.malicious_flows),
             "model": self.model,
             "peers": [p for p, _ in inc.peers.most_common(self.max_peers)],
-            "community_id": inc.community_id,
+            "community_id": self._community_id(inc),
         }
+
+    @staticmethod
+    def _community_id(inc: _Incident) -> Optional[str]:
+        if callable(inc.community_id):
+            inc.community_id = inc.community_id()
+        return inc.community_id

@@ -1,0 +1,453 @@
+"""``edgebot convert``: run dir -> verified int8 bundle (manifest, two .tflite models, fuser JSON).
+
+The order of a conversion reads as a list (:func:`convert_run`):
+check the run dir -> convert in a subprocess worker (TensorFlow never runs in this process)
+-> export the fuser -> write the manifest -> load the bundle with the gateway loader and score
+the test split -> compare with the float models -> write verification.json -> rename the
+temporary directory into place, only if the fused F1 did not drop more than allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+import edgebot
+from edgebot.bundle import (
+    AUTOENCODER_FILE,
+    FUSER_FILE,
+    HYBRID_FILE,
+    MANIFEST,
+    SCHEMA_VERSION,
+    VERIFICATION_FILE,
+    file_entries,
+    load_bundle,
+    sha256_file,
+    write_manifest,
+)
+from edgebot.errors import BundleError, CheckFailed
+from edgebot.evaluate import binary_rates
+from edgebot.features import FEATURIZER_HASH, N_FEATURES, featurizer_info
+from edgebot.fusion import FUSER_INPUT_NAMES, reconstruction_error
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Run-dir files the converter reads (see docs/run-dir.md).
+RUN_INPUTS: tuple[str, ...] = ("cnn_lstm.keras", "autoencoder.keras", "fuser.json", "spec.json", "data.npz")
+#: Arrays of data.npz the converter reads.
+NPZ_KEYS: tuple[str, ...] = ("calib_windows", "test_windows", "test_labels")
+#: The three files that count toward the bundle's size budget.
+MODEL_FILES: tuple[str, ...] = (HYBRID_FILE, AUTOENCODER_FILE, FUSER_FILE)
+#: Seconds before the worker is considered hung.
+WORKER_TIMEOUT = 1800
+
+
+# ----------------------------------------------------------------------------------------------
+# the run dir
+
+
+def read_run_dir(run_dir: Path) -> tuple[dict, dict]:
+    """Check a run dir before anything is converted.
+
+    Returns
+    -------
+    (spec, metrics)
+        ``spec.json`` and ``metrics.json`` (``{}`` when the latter is absent).
+
+    Raises
+    ------
+    BundleError
+        A missing model or file, a featurizer other than the installed one, arrays of the
+        wrong shape.
+    """
+    if not run_dir.is_dir():
+        raise BundleError(f"run dir {run_dir} is not a directory: give the --out of `edgebot train`")
+    missing = [name for name in RUN_INPUTS if not (run_dir / name).is_file()]
+    if missing:
+        models = [m for m in missing if m.endswith(".keras") or m == "fuser.json"]
+        what = "model" if models else "file"
+        raise BundleError(
+            f"run dir {run_dir} has no {', '.join(missing)} ({what} missing): train it completely with `edgebot train`"
+        )
+    try:
+        spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{run_dir / 'spec.json'} is not valid JSON ({exc.__class__.__name__}): retrain the run")
+    need = ("featurizer", "scaler", "window", "fuser_raw_features", "ae_threshold", "fused_threshold",
+            "hybrid_threshold", "versions")
+    lacking = [k for k in need if k not in spec]
+    if lacking:
+        raise BundleError(f"{run_dir / 'spec.json'} lacks {', '.join(lacking)}: retrain the run with this edgebot")
+    feat = spec["featurizer"]
+    if feat.get("n_features") != N_FEATURES:
+        raise BundleError(
+            f"run was trained on {feat.get('n_features')} features per flow, featurizer gives {N_FEATURES}: "
+            "retrain with this edgebot"
+        )
+    if feat.get("hash") != FEATURIZER_HASH:
+        raise BundleError(
+            f"run was trained with featurizer hash {feat.get('hash')}, the installed one is {FEATURIZER_HASH}: "
+            "retrain with this edgebot"
+        )
+    label_mode = spec.get("label_mode", "binary")
+    if label_mode != "binary":
+        raise BundleError(f"run has label_mode {label_mode!r}; the bundle supports binary runs only")
+    try:
+        with np.load(run_dir / "data.npz", allow_pickle=False) as data:
+            absent = [k for k in NPZ_KEYS if k not in data.files]
+            shapes = {k: data[k].shape for k in NPZ_KEYS if k in data.files}
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{run_dir / 'data.npz'} cannot be read ({exc.__class__.__name__}): retrain the run")
+    if absent:
+        raise BundleError(f"{run_dir / 'data.npz'} lacks {', '.join(absent)}: retrain the run with this edgebot")
+    T = int(spec["window"])
+    for key in ("calib_windows", "test_windows"):
+        if len(shapes[key]) != 3 or tuple(shapes[key][1:]) != (T, N_FEATURES):
+            raise BundleError(
+                f"data.npz {key} has shape {shapes[key]}, expected (n, {T}, {N_FEATURES}): retrain the run"
+            )
+    if shapes["calib_windows"][0] == 0:
+        raise BundleError("data.npz has no calibration windows: retrain the run")
+    if shapes["test_labels"] != (shapes["test_windows"][0],):
+        raise BundleError("data.npz test_labels and test_windows differ in length: retrain the run")
+    metrics_path = run_dir / "metrics.json"
+    metrics = {}
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            log.warning("%s is not valid JSON; the manifest will carry no training metrics", metrics_path)
+    return spec, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# the worker
+
+
+def _worker_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_worker(run_dir: Path, out: Path, *, threads: int = 2, calib_limit: int = 2000,
+               timeout: float = WORKER_TIMEOUT, module: str = "edgebot.convert.worker") -> dict:
+    """Run ``python -m edgebot.convert.worker`` and turn every way it can fail into one line.
+
+    ``module`` replaces the worker (tests use a worker that crashes on purpose).
+
+    Returns
+    -------
+    dict
+        The worker's ``worker.json`` (versions, per-model quantization and ops, timings).
+
+    Raises
+    ------
+    BundleError
+        The worker reported a problem, crashed (e.g. SIGSEGV in the TFLite converter), or hung.
+    """
+    from edgebot.convert.worker import RESULT_FILE, STAGE_PREFIX
+
+    cmd = [sys.executable, "-m", module, "--run-dir", str(run_dir), "--out", str(out),
+           "--threads", str(threads), "--calib-limit", str(calib_limit)]
+    log.info("converting in a subprocess: %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                              timeout=timeout, env=_worker_env(threads))
+    except subprocess.TimeoutExpired:
+        raise BundleError(f"the TFLite converter did not finish within {timeout:.0f} s: "
+                          "check the machine's load and retry")
+    stages = [line[len(STAGE_PREFIX):] for line in proc.stderr.splitlines() if line.startswith(STAGE_PREFIX)]
+    where = stages[-1] if stages else "starting"
+    log.debug("worker stderr:\n%s", proc.stderr[-4000:])
+    result_path = out / RESULT_FILE
+    result = {}
+    if result_path.is_file():
+        try:
+            result = json.loads(result_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            result = {}
+        result_path.unlink()
+    if proc.returncode == 0 and "models" in result:
+        return result
+    if "error" in result:
+        raise BundleError(f"conversion failed: {result['error']}")
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = f"signal {-proc.returncode}"
+        raise BundleError(
+            f"the TFLite converter crashed ({name}) while {where}: build LSTMs with unroll=True and a dynamic "
+            "batch (see DESIGN.md); rerun with -vv for its output"
+        )
+    tail = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(STAGE_PREFIX)]
+    last = tail[-1].strip()[:200] if tail else "no output"
+    raise BundleError(f"the converter worker failed (exit {proc.returncode}) while {where}: {last}")
+
+
+# ----------------------------------------------------------------------------------------------
+# manifest and verification
+
+
+def _xgboost_version() -> str:
+    import xgboost
+
+    return xgboost.__version__
+
+
+def export_fuser(run_dir: Path, out: Path, n_inputs: int) -> None:
+    """Re-save the run's XGBoost fuser as XGBoost JSON with the installed xgboost.
+
+    Raises
+    ------
+    BundleError
+        The fuser cannot be read or takes another number of inputs than the fusion layer gives.
+    """
+    import xgboost
+
+    try:
+        booster = xgboost.Booster(model_file=str(run_dir / "fuser.json"))
+    except xgboost.core.XGBoostError as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable"
+        raise BundleError(f"{run_dir / 'fuser.json'} is not an XGBoost model ({first}): retrain the run")
+    if booster.num_features() != n_inputs:
+        raise BundleError(
+            f"the run's fuser takes {booster.num_features()} inputs, the fusion layer gives {n_inputs}: retrain the run"
+        )
+    booster.save_model(str(out / FUSER_FILE))
+
+
+def _training_section(spec: dict, metrics: dict) -> dict:
+    models = metrics.get("models", {})
+    return {
+        "split": spec.get("split", metrics.get("split", {})),
+        "fpr_budget": spec.get("fpr_budget", metrics.get("fpr_budget")),
+        "seed": spec.get("seed"),
+        "data": spec.get("data", []),
+        "metrics": {name: {k: m.get(k) for k in ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc")}
+                    for name, m in models.items() if isinstance(m, dict)},
+    }
+
+
+def build_manifest(spec: dict, metrics: dict, worker: dict, out: Path, files: list[str]) -> dict:
+    """The manifest of a bundle in ``out`` (see docs/bundle.md for every key)."""
+    versions = {"edgebot_convert": edgebot.__version__, **spec.get("versions", {})}
+    versions["converter_tensorflow"] = worker["versions"]["tensorflow"]
+    versions["converter_keras"] = worker["versions"]["keras"]
+    versions["fuser_xgboost"] = _xgboost_version()
+    models = {}
+    for key, m in worker["models"].items():
+        models[key] = {"file": m["file"], "input": m["input"], "output": m["output"], "ops": m["ops"]}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "edgebot_version": edgebot.__version__,
+        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "label_mode": "binary",
+        "featurizer": featurizer_info(),
+        "scaler": spec["scaler"],
+        "window": int(spec["window"]),
+        "models": models,
+        "fuser": {"file": FUSER_FILE, "format": "xgboost-json", "objective": "binary:logistic",
+                  "inputs": list(FUSER_INPUT_NAMES[:2]) + list(spec["fuser_raw_features"]),
+                  "raw_features": list(spec["fuser_raw_features"])},
+        "thresholds": {"fused": float(spec["fused_threshold"]), "hybrid": float(spec["hybrid_threshold"]),
+                       "autoencoder": float(spec["ae_threshold"])},
+        "calibration": {"samples": worker["calibration_samples"], "source": "run data.npz calib_windows "
+                        "(training windows, stratified over classes); the autoencoder on their last rows"},
+        "versions": versions,
+        "training": _training_section(spec, metrics),
+        "files": file_entries(out, files),
+    }
+
+
+def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    out = binary_rates(y, np.asarray(scores, dtype=np.float64) >= threshold)  # float64: see Bundle.decide
+    out["threshold"] = float(threshold)
+    return out
+
+
+def verify(bundle_dir: Path, run_dir: Path, metrics: dict) -> dict:
+    """Score the run's test split with the int8 bundle (gateway loader) and the float models.
+
+    Returns
+    -------
+    dict
+        ``float`` and ``int8`` (fused metrics), ``f1_drop``, per-component metrics, decision
+        agreement and score differences, ``test_windows``.
+    """
+    from edgebot.convert.worker import FLOAT_OUTPUTS
+
+    bundle = load_bundle(bundle_dir)
+    with np.load(run_dir / "data.npz", allow_pickle=False) as data:
+        W = np.asarray(data["test_windows"], dtype=np.float32)
+        y = np.asarray(data["test_labels"]).astype(np.int8)
+    with np.load(bundle_dir / ".work" / FLOAT_OUTPUTS) as fl:
+        f_hybrid, f_recon = fl["hybrid"], fl["recon"]
+    t0 = time.perf_counter()
+    q = bundle.score_components(W)
+    int8_seconds = time.perf_counter() - t0
+    last = W[:, -1, :]
+    f_anomaly = reconstruction_error(last, f_recon) / np.float32(bundle.thresholds["autoencoder"])
+    f_fused = bundle.fuse(f_hybrid, f_anomaly, last)
+    th = bundle.thresholds
+    float_m = _metrics(y, f_fused, th["fused"])
+    int8_m = _metrics(y, q["fused"], th["fused"])
+    result = {
+        "float": float_m,
+        "int8": int8_m,
+        "f1_drop": float_m["f1"] - int8_m["f1"],
+        "components": {
+            "hybrid": {"float": _metrics(y, f_hybrid, th["hybrid"]), "int8": _metrics(y, q["hybrid"], th["hybrid"]),
+                       "max_abs_diff": float(np.max(np.abs(f_hybrid - q["hybrid"]), initial=0.0))},
+            "autoencoder": {"float": _metrics(y, f_anomaly, 1.0), "int8": _metrics(y, q["anomaly"], 1.0),
+                            "median_rel_diff": float(np.median(np.abs(f_anomaly - q["anomaly"]) /
+                                                               np.maximum(f_anomaly, 1e-6))) if len(y) else 0.0},
+        },
+        "decision_agreement": float(np.mean(bundle.decide(f_fused) == bundle.decide(q["fused"]))) if len(y) else 1.0,
+        "fused_max_abs_diff": float(np.max(np.abs(f_fused - q["fused"]), initial=0.0)),
+        "test_windows": int(len(y)),
+        "int8_scoring_seconds": round(int8_seconds, 4),
+        "runtime": f"{bundle.runtime} {bundle.runtime_version}",
+    }
+    trained = metrics.get("models", {}).get("fused", {}).get("f1")
+    if trained is not None:
+        result["training_f1"] = float(trained)
+    return result
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise BundleError(f"--out {out} is a file; give a directory path for the bundle")
+        if not force:
+            raise BundleError(f"--out {out} already exists: pass --force to replace it, or choose another path")
+        if any(out.iterdir()) and not (out / MANIFEST).is_file():
+            raise BundleError(f"--out {out} exists and is not a bundle; choose another path or empty it")
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005, force: bool = False,
+                threads: int = 2, calib_limit: int = 2000, timeout: float = WORKER_TIMEOUT) -> dict[str, Any]:
+    """Convert a run dir into a verified int8 bundle.
+
+    Parameters
+    ----------
+    run_dir
+        Written by ``edgebot train`` (docs/run-dir.md).
+    out
+        Bundle directory to create; written to a temporary sibling and renamed only when verified.
+    max_f1_drop
+        Largest allowed ``float F1 - int8 F1`` of the fused decision on the test split (0.005 =
+        half a point).
+    force
+        Replace an existing bundle at ``out``.
+    threads
+        TensorFlow threads in the worker.
+    calib_limit
+        At most this many calibration windows (evenly spaced over ``calib_windows``).
+    timeout
+        Seconds before the converter worker is considered hung.
+
+    Returns
+    -------
+    dict
+        The content of ``verification.json`` plus ``bundle`` (path) and ``bundle_id``.
+
+    Raises
+    ------
+    BundleError
+        (exit 2) the run dir lacks a model or file, has another featurizer, or the converter
+        failed or crashed; ``out`` exists without ``force``.
+    CheckFailed
+        (exit 1) the int8 fused F1 dropped more than ``max_f1_drop``; nothing is written.
+    """
+    started = time.monotonic()
+    run_dir, out = Path(run_dir), Path(out)
+    if not 0.0 <= max_f1_drop <= 1.0:
+        raise BundleError(f"--max-f1-drop must be between 0 and 1, got {max_f1_drop}")
+    spec, metrics = read_run_dir(run_dir)
+    _check_out(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / ".work").mkdir(parents=True)
+    try:
+        worker = run_worker(run_dir, tmp / ".work", threads=threads, calib_limit=calib_limit, timeout=timeout)
+        for key in ("hybrid", "autoencoder"):
+            name = worker["models"][key]["file"]
+            (tmp / ".work" / name).rename(tmp / name)
+        export_fuser(run_dir, tmp, 2 + len(spec["fuser_raw_features"]))
+        files = [HYBRID_FILE, AUTOENCODER_FILE, FUSER_FILE]
+        manifest = build_manifest(spec, metrics, worker, tmp, files)
+        write_manifest(tmp, manifest)
+
+        verification = verify(tmp, run_dir, metrics)
+        sizes = {name: (tmp / name).stat().st_size for name in files}
+        verification["sizes"] = {**sizes, "total": sum(sizes.values())}
+        verification["max_f1_drop"] = max_f1_drop
+        verification["passed"] = verification["f1_drop"] <= max_f1_drop + 1e-12
+        verification["converter_seconds"] = worker.get("seconds", {})
+        (tmp / VERIFICATION_FILE).write_text(json.dumps(verification, indent=2) + "\n", encoding="utf-8")
+        if not verification["passed"]:
+            f, q = verification["float"]["f1"], verification["int8"]["f1"]
+            raise CheckFailed(
+                f"int8 fused F1 {q:.4f} is {f - q:.4f} below float {f:.4f} (allowed {max_f1_drop}); "
+                "no bundle written: retrain (more calibration data, smaller ranges) or raise --max-f1-drop"
+            )
+        manifest["verification"] = {k: verification[k] for k in ("f1_drop", "max_f1_drop", "passed")}
+        manifest["verification"].update(float_f1=verification["float"]["f1"], int8_f1=verification["int8"]["f1"])
+        manifest["files"] = file_entries(tmp, files + [VERIFICATION_FILE])
+        write_manifest(tmp, manifest)
+        shutil.rmtree(tmp / ".work")
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    verification["bundle"] = str(out)
+    verification["bundle_id"] = sha256_file(out / MANIFEST)[:12]
+    verification["seconds"] = round(time.monotonic() - started, 1)
+    log.info("bundle %s written to %s in %.0f s", verification["bundle_id"], out, verification["seconds"])
+    return verification
+
+
+def format_verification(result: dict[str, Any]) -> str:
+    """The human-readable summary of :func:`convert_run` (``edgebot convert``)."""
+    f, q = result["float"], result["int8"]
+    s = result["sizes"]
+    lines = [
+        f"bundle {result['bundle_id']} written to {result['bundle']} ({result['seconds']:.0f} s)",
+        f"verified on {result['test_windows']} test windows with {result['runtime']}:",
+        f"  {'':8} {'F1':>8} {'precision':>10} {'recall':>8} {'FPR':>8}",
+        f"  {'float':8} {f['f1']:8.4f} {f['precision']:10.4f} {f['recall']:8.4f} {f['fpr']:8.4f}",
+        f"  {'int8':8} {q['f1']:8.4f} {q['precision']:10.4f} {q['recall']:8.4f} {q['fpr']:8.4f}",
+        f"  F1 drop {result['f1_drop']:+.4f} (allowed {result['max_f1_drop']}), "
+        f"decisions agree on {100 * result['decision_agreement']:.2f} % of windows",
+        f"sizes: {HYBRID_FILE} {s[HYBRID_FILE] / 1024:.1f} KB, {AUTOENCODER_FILE} {s[AUTOENCODER_FILE] / 1024:.1f} KB, "
+        f"{FUSER_FILE} {s[FUSER_FILE] / 1024:.1f} KB; total {s['total'] / 1024:.1f} KB",
+    ]
+    return "\n".join(lines)

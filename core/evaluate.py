@@ -1,0 +1,270 @@
+"""``edgebot eval``: score labeled flow files with a bundle (the deployed int8 path) and report metrics.
+
+The path is the gateway's: read flows -> featurize -> scale with the bundle's scaler -> per-host
+windows -> int8 hybrid and autoencoder -> fuser -> threshold. Windows are built from every flow
+of a capture, labeled or not (the gateway sees background traffic too); metrics count the flows
+labeled benign or malicious. Hosts are keyed ``"<capture>|<orig_h>"`` like the trainer's, so
+the same address in two captures stays two hosts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from edgebot.errors import DataError
+from edgebot.features import featurize
+from edgebot.flow import MALICIOUS
+from edgebot.windows import make_windows
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Keys of the dict :func:`evaluate_bundle` returns (``edgebot eval --json``), pinned by a test.
+RESULT_KEYS: tuple[str, ...] = (
+    "accuracy", "precision", "recall", "f1", "fpr", "confusion", "threshold", "flows", "families",
+    "hosts", "bundle", "files",
+)
+
+
+def binary_rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 and false-positive rate of 0/1 predictions.
+
+    Parameters
+    ----------
+    y_true, y_pred
+        ``(n,)`` 0/1 or bool; 1 = malicious.
+
+    Returns
+    -------
+    dict
+        ``accuracy, precision, recall, f1, fpr`` (floats; 0.0 where the denominator is 0) and
+        ``confusion`` ``[[tn, fp], [fn, tp]]``.
+    """
+    t = np.asarray(y_true).reshape(-1).astype(bool)
+    p = np.asarray(y_pred).reshape(-1).astype(bool)
+    if t.shape != p.shape:
+        raise DataError(f"y_true has {t.size} rows but y_pred has {p.size}")
+    tp = int(np.sum(t & p))
+    fp = int(np.sum(~t & p))
+    fn = int(np.sum(t & ~p))
+    tn = int(np.sum(~t & ~p))
+
+    def ratio(num: int, den: int) -> float:
+        return float(num / den) if den else 0.0
+
+    return {
+        "accuracy": ratio(tp + tn, tp + tn + fp + fn),
+        "precision": ratio(tp, tp + fp),
+        "recall": ratio(tp, tp + fn),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "fpr": ratio(fp, fp + tn),
+        "confusion": [[tn, fp], [fn, tp]],
+    }
+
+
+def family_recall(y_true: np.ndarray, y_pred: np.ndarray, families: Sequence[str]) -> dict[str, dict]:
+    """Recall of the malicious flows of each family.
+
+    Returns
+    -------
+    dict
+        ``{family: {"flows": n, "detected": k, "recall": k / n}}``; malicious rows without a
+        family are grouped as ``"unknown"``.
+    """
+    t = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    fam = np.asarray([f or "unknown" for f in families], dtype=object)
+    out: dict[str, dict] = {}
+    for name in sorted(set(fam[t].tolist())):
+        mask = t & (fam == name)
+        n, k = int(mask.sum()), int(np.sum(p & mask))
+        out[name] = {"flows": n, "detected": k, "recall": k / n}
+    return out
+
+
+def host_verdicts(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray, hosts: Sequence[str]) -> dict[str, dict]:
+    """Per-host truth and verdict over labeled flows.
+
+    A host is ``malicious`` when any of its flows is labeled malicious, and ``flagged`` when
+    any of its flows reaches the threshold; ``outcome`` is ``TP``, ``FP``, ``FN`` or ``TN``.
+
+    Returns
+    -------
+    dict
+        ``{host: {"flows", "malicious_flows", "alerts", "max_score", "truth", "verdict", "outcome"}}``.
+    """
+    t = np.asarray(y_true).astype(bool)
+    p = np.asarray(y_pred).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    h = np.asarray(hosts, dtype=object)
+    out: dict[str, dict] = {}
+    for host in sorted(set(h.tolist())):
+        mask = h == host
+        truth = bool(t[mask].any())
+        flagged = bool(p[mask].any())
+        out[host] = {
+            "flows": int(mask.sum()),
+            "malicious_flows": int(t[mask].sum()),
+            "alerts": int(p[mask].sum()),
+            "max_score": float(s[mask].max()),
+            "truth": "malicious" if truth else "benign",
+            "verdict": "malicious" if flagged else "benign",
+            "outcome": ("TP" if flagged else "FN") if truth else ("FP" if flagged else "TN"),
+        }
+    return out
+
+
+def evaluate_scores(y_true: np.ndarray, scores: np.ndarray, threshold: float, families: Sequence[str],
+                    hosts: Sequence[str]) -> dict[str, Any]:
+    """Metrics, per-family recall and per-host verdicts of fused scores at a threshold.
+
+    Parameters
+    ----------
+    y_true
+        ``(n,)`` 0/1 labels of the labeled flows.
+    scores
+        ``(n,)`` fused scores (higher = more malicious).
+    threshold
+        Flag when ``score >= threshold``.
+    families, hosts
+        ``(n,)`` family of each flow (``""`` for benign) and host key.
+    """
+    pred = np.asarray(scores, dtype=np.float64) >= threshold  # float64: see Bundle.decide
+    out: dict[str, Any] = binary_rates(y_true, pred)
+    out["threshold"] = float(threshold)
+    out["flows"] = {"labeled": int(len(pred)), "benign": int(np.sum(np.asarray(y_true) == 0)),
+                    "malicious": int(np.sum(np.asarray(y_true) == 1)), "flagged": int(pred.sum())}
+    out["families"] = family_recall(y_true, pred, families)
+    out["hosts"] = host_verdicts(y_true, pred, scores, hosts)
+    return out
+
+
+def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: bool = False,
+                    bundle: Any = None) -> dict[str, Any]:
+    """Score labeled flow files with a bundle, exactly as the gateway would, and measure it.
+
+    Parameters
+    ----------
+    bundle_dir
+        A bundle written by ``edgebot convert``.
+    paths
+        Labeled Zeek-style flow logs (IoT-23, Stratosphere; compressed is fine).
+    strict
+        Raise on the first malformed row instead of skipping it.
+    bundle
+        An already loaded :class:`edgebot.bundle.Bundle` (skips loading ``bundle_dir``).
+
+    Returns
+    -------
+    dict
+        Keys :data:`RESULT_KEYS`: ``accuracy, precision, recall, f1, fpr`` (floats), ``confusion``
+        ``[[tn, fp], [fn, tp]]``, ``threshold``, ``flows`` (counts), ``families``
+        (``{family: {flows, detected, recall}}``), ``hosts`` (``{"capture|ip": {flows,
+        malicious_flows, alerts, max_score, truth, verdict, outcome}}``), ``bundle`` (id, path,
+        runtime) and ``files`` (per-file rows, labeled rows, skipped rows).
+
+    Raises
+    ------
+    BundleError, RuntimeMissingError
+        From :func:`edgebot.bundle.load_bundle`.
+    DataError
+        No labeled benign or malicious flow, or a CICFlowMeter file (no hosts to window).
+    DataFormatError, SourceError
+        From the readers.
+    """
+    from edgebot.bundle import load_bundle
+    from edgebot.readers import read_flows
+
+    if bundle is None:
+        bundle = load_bundle(bundle_dir)
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no data files given; pass one or more labeled flow logs")
+    ys, scores, families, hosts, files = [], [], [], [], []
+    for path in paths:
+        records, readers = read_flows([path], strict=strict)
+        reader = readers[0]
+        if reader.format == "cicflowmeter":
+            raise DataError(f"{path}: CICFlowMeter CSVs have no hosts or timestamps for per-host windows; "
+                            "evaluate with Zeek-style flow logs")
+        labeled = np.array([r.is_labeled for r in records], dtype=bool)
+        files.append({"path": str(path), "rows": int(reader.rows_read), "labeled": int(labeled.sum()),
+                      "skipped": int(reader.rows_skipped)})
+        if not labeled.any():
+            log.warning("%s: no row labeled benign or malicious; it only feeds the windows", path)
+            continue
+        capture = reader.scenario or path.name
+        keys = [f"{r.scenario or capture}|{r.orig_h}" for r in records]
+        X = bundle.scale(featurize(records))
+        W = make_windows(X, keys, np.array([r.ts for r in records], dtype=np.float64), bundle.window)
+        W = W[labeled]
+        s = bundle.score(W)
+        kept = [r for r, keep in zip(records, labeled) if keep]
+        ys.append(np.array([r.label == MALICIOUS for r in kept], dtype=np.int8))
+        scores.append(s)
+        families.extend((r.family or "") if r.label == MALICIOUS else "" for r in kept)
+        hosts.extend(k for k, keep in zip(keys, labeled) if keep)
+        log.info("%s: %d flows, %d labeled, scored", path, len(records), int(labeled.sum()))
+    if not ys:
+        raise DataError("no flow is labeled benign or malicious: eval needs labeled data "
+                        "(e.g. an IoT-23 conn.log.labeled); use `edgebot run` for unlabeled traffic")
+    y = np.concatenate(ys)
+    s = np.concatenate(scores)
+    result = evaluate_scores(y, s, bundle.threshold, families, hosts)
+    result["bundle"] = {"path": str(bundle.path), "id": bundle.bundle_id, "version": bundle.version,
+                        "runtime": f"{bundle.runtime} {bundle.runtime_version}", "window": bundle.window}
+    result["files"] = files
+    return {k: result[k] for k in RESULT_KEYS}
+
+
+def _pct(x: float | None) -> str:
+    return "   n/a" if x is None else f"{100 * x:6.2f}"
+
+
+def format_evaluation(result: dict[str, Any], max_hosts: int = 20) -> str:
+    """The human-readable report of :func:`evaluate_bundle` (``edgebot eval`` without ``--json``)."""
+    b = result["bundle"]
+    fl = result["flows"]
+    (tn, fp), (fn, tp) = result["confusion"]
+    lines = [
+        f"bundle {b['id']} ({b['path']}, edgebot {b['version']}, {b['runtime']}), threshold {result['threshold']:.4g}",
+        f"flows: {fl['labeled']} labeled ({fl['benign']} benign, {fl['malicious']} malicious), {fl['flagged']} flagged",
+        "",
+        f"  accuracy  {_pct(result['accuracy'])} %",
+        f"  precision {_pct(result['precision'])} %",
+        f"  recall    {_pct(result['recall'])} %",
+        f"  F1        {_pct(result['f1'])} %",
+        f"  FPR       {_pct(result['fpr'])} %   ({fp} of {fp + tn} benign flows flagged)",
+        f"  confusion tn={tn} fp={fp} fn={fn} tp={tp}",
+    ]
+    if result["families"]:
+        lines += ["", "per-family recall:"]
+        width = max(len(f) for f in result["families"])
+        for name, f in result["families"].items():
+            lines.append(f"  {name:<{width}}  {_pct(f['recall'])} %  ({f['detected']} of {f['flows']})")
+    hosts = result["hosts"]
+    if hosts:
+        counts = defaultdict(int)
+        for h in hosts.values():
+            counts[h["outcome"]] += 1
+        summary = ", ".join(f"{k} {counts[k]}" for k in ("TP", "FP", "FN", "TN"))
+        lines += ["", f"hosts: {len(hosts)} ({summary}; a host is flagged when any of its flows is)"]
+        order = sorted(hosts.items(), key=lambda kv: (kv[1]["outcome"] in ("TN",), -kv[1]["alerts"], kv[0]))
+        width = min(max(len(k) for k in hosts), 48)
+        lines.append(f"  {'host':<{width}}  {'truth':<9}  {'verdict':<9}  {'outcome':<7}  {'flows':>7}  {'alerts':>7}  max score")
+        for key, h in order[:max_hosts]:
+            lines.append(f"  {key:<{width}}  {h['truth']:<9}  {h['verdict']:<9}  {h['outcome']:<7}  "
+                         f"{h['flows']:>7}  {h['alerts']:>7}  {h['max_score']:.3f}")
+        if len(hosts) > max_hosts:
+            lines.append(f"  ... {len(hosts) - max_hosts} more hosts (all of them with --json)")
+    skipped = sum(f["skipped"] for f in result["files"])
+    if skipped:
+        lines += ["", f"{skipped} malformed rows skipped (see `edgebot data summary`)"]
+    return "\n".join(lines)

@@ -1,0 +1,30 @@
+"""Import optional runtime packages without the heavy extras they pull in when those happen to be installed."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+#: Packages the gateway path must never load (the Pi has none of them).
+TRAINING_STACK = ("tensorflow", "keras", "sklearn", "pandas")
+
+
+def import_xgboost() -> ModuleType:
+    """Import xgboost as the gateway has it.
+
+    xgboost imports scikit-learn at module level when it is installed (+2 s, +100 MB RSS on a
+    desktop with the train extra), only to offer its sklearn wrappers, which the gateway never
+    uses. Hide scikit-learn and pandas during the import unless they are already loaded.
+    """
+    if "xgboost" in sys.modules:
+        return sys.modules["xgboost"]
+    hidden = [name for name in ("sklearn", "pandas") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        return importlib.import_module("xgboost")
+    finally:
+        for name in hidden:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]

@@ -1,0 +1,112 @@
+"""The trainer's pure-numpy metrics: a hand-made case, edge cases, and agreement with scikit-learn."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgebot.errors import DataError
+from edgebot.train.metrics import (
+    METRIC_KEYS,
+    binary_metrics,
+    confusion,
+    pr_auc,
+    roc_auc,
+    roc_curve,
+    threshold_for_fpr,
+)
+
+
+def test_hand_made_case():
+    # 4 benign, 4 malicious; threshold 0.5 flags 0.6, 0.7, 0.9 (malicious) and 0.55 (benign)
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.55, 0.4, 0.6, 0.7, 0.9])
+    m = binary_metrics(y, s, 0.5)
+    assert list(m) == list(METRIC_KEYS)
+    assert m["confusion"] == [[3, 1], [1, 3]]  # [[tn, fp], [fn, tp]]
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+    assert m["fpr"] == pytest.approx(1 / 4)
+    assert m["threshold"] == 0.5
+    # pairs (malicious, benign) ranked correctly: 0.4 beats 3 of 4, the others beat all 4 -> 15/16
+    assert m["roc_auc"] == pytest.approx(15 / 16)
+    # ranking 0.9 M, 0.7 M, 0.6 M, 0.55 B, 0.4 M, ...: AP = (1 + 1 + 1 + 4/5) / 4
+    assert m["pr_auc"] == pytest.approx((3 + 0.8) / 4)
+
+
+def test_ties_count_half_in_roc_auc():
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.5, 0.5, 0.5, 0.5])
+    assert roc_auc(y, s) == pytest.approx(0.5)
+    fpr, tpr, thr = roc_curve(y, s)
+    assert fpr.tolist() == [0.0, 1.0] and tpr.tolist() == [0.0, 1.0] and math.isinf(thr[0])
+
+
+def test_threshold_is_inclusive():
+    y = np.array([0, 1])
+    s = np.array([0.2, 0.7])
+    assert binary_metrics(y, s, 0.7)["confusion"] == [[1, 0], [0, 1]]
+    assert binary_metrics(y, s, 0.7000001)["confusion"] == [[1, 0], [1, 0]]
+
+
+def test_single_class_and_empty_denominators():
+    y = np.zeros(5, dtype=int)
+    m = binary_metrics(y, np.linspace(0, 1, 5), 0.5)
+    assert math.isnan(m["roc_auc"]) and math.isnan(m["pr_auc"])
+    assert m["precision"] == 0.0 and m["recall"] == 0.0 and m["fpr"] == pytest.approx(3 / 5)
+
+
+def test_bad_labels_and_shapes():
+    with pytest.raises(DataError):
+        confusion([0, 2], [0, 1])
+    with pytest.raises(DataError):
+        binary_metrics(np.array([0, 1]), np.array([0.5]), 0.5)
+
+
+def test_threshold_for_fpr_hits_the_budget():
+    benign = np.arange(100, dtype=float)  # 0..99
+    t = threshold_for_fpr(benign, 0.01)
+    assert 98 < t <= 99  # only 99 is flagged: FPR 1/100
+    assert np.mean(benign >= t) == pytest.approx(0.01)
+    t0 = threshold_for_fpr(benign, 0.0)
+    assert np.mean(benign >= t0) == 0.0
+    # ties are never split: 10 benign at the same top score cannot fit a 5% budget
+    tied = np.r_[np.zeros(90), np.ones(10)]
+    t = threshold_for_fpr(tied, 0.05)
+    assert np.mean(tied >= t) == 0.0
+    with pytest.raises(DataError, match="no benign"):
+        threshold_for_fpr(np.array([]), 0.01)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 1), st.integers(0, 20)), min_size=2, max_size=80),
+    st.floats(0.0, 0.3),
+)
+def test_agrees_with_scikit_learn(rows, budget):
+    sk = pytest.importorskip("sklearn.metrics")
+    y = np.array([r[0] for r in rows])
+    s = np.array([r[1] for r in rows], dtype=float) / 20.0  # many ties
+    if y.min() == y.max():
+        return
+    assert roc_auc(y, s) == pytest.approx(sk.roc_auc_score(y, s))
+    assert pr_auc(y, s) == pytest.approx(sk.average_precision_score(y, s))
+    t = float(np.median(s))
+    m = binary_metrics(y, s, t)
+    pred = (s >= t).astype(int)
+    assert m["confusion"] == sk.confusion_matrix(y, pred, labels=[0, 1]).tolist()
+    assert m["f1"] == pytest.approx(sk.f1_score(y, pred, zero_division=0))
+    assert m["precision"] == pytest.approx(sk.precision_score(y, pred, zero_division=0))
+    # the budget threshold never exceeds the budget on the rows it was set on, and is the lowest such
+    benign = s[y == 0]
+    thr = threshold_for_fpr(benign, budget)
+    assert np.mean(benign >= thr) <= budget + 1e-12
+    lower = np.unique(benign[benign < thr])
+    if lower.size:
+        assert np.mean(benign >= lower.max()) > budget
