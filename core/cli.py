@@ -221,8 +221,10 @@ def evaluate(bundle_dir, paths, as_json) -> None:
 @click.option("--gateway-id", "gateway_id", help="Name of this gateway in topics and incidents.")
 @click.option("--check-config", is_flag=True, help="Validate the configuration and exit 0 (ok) or 1.")
 @click.option("--follow/--no-follow", default=None, help="Keep following --zeek-log after its end.")
+@click.option("--summary-json", "summary_json", type=click.Path(dir_okay=False), help="Also write the end-of-run summary as JSON here.")
 @handle_errors
-def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, gateway_id, check_config, follow) -> None:
+def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, gateway_id, check_config, follow,
+        summary_json) -> None:
     """Meter traffic, score flows with the bundle, publish incidents (MQTT and/or JSON lines).
 
     Exactly one source: --pcap, --iface, --zeek-log or --csv. Without --mqtt, incidents go
@@ -254,6 +256,9 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
 
     summary = run_agent(cfg)
     click.echo(summary.format(), err=True)
+    if summary_json:
+        with open(summary_json, "w") as fh:
+            json.dump(summary.to_dict(), fh, indent=2, sort_keys=True, default=_json_default)
 
 
 # -------------------------------------------------------------------------------------- bench

@@ -47,18 +47,34 @@ def data_root() -> Path:
     return root
 
 
-def replay(bundle_dir: Path, pcap: Path, jsonl: Path, gateway_id: str, mqtt_url: str | None):
-    """Replay one pcap through the agent with the JSON-lines sink (and MQTT if given)."""
-    from edgebot.config import load_config
-    from edgebot.edge.agent import run_agent
+def replay(bundle_dir: Path, pcap: Path, jsonl: Path, gateway_id: str, mqtt_url: str | None) -> dict:
+    """Replay one pcap with ``edgebot run`` in its own process (as on the gateway: no TensorFlow).
 
-    overrides = {"bundle": str(bundle_dir), "source.pcap": str(pcap), "jsonl.path": str(jsonl),
-                 "gateway_id": gateway_id}
+    Returns the agent's summary as a dict (``edgebot run --summary-json``).
+    """
+    import subprocess
+
+    summary_path = jsonl.with_suffix(".summary.json")
+    cmd = [sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(bundle_dir), "--pcap", str(pcap),
+           "--jsonl", str(jsonl), "--gateway-id", gateway_id, "--summary-json", str(summary_path)]
     if mqtt_url:
-        overrides["mqtt.url"] = mqtt_url
-        overrides["mqtt.queue_path"] = str(jsonl.with_suffix(".queue.sqlite"))
-    cfg = load_config(None, overrides).validate()
-    return run_agent(cfg)
+        cmd += ["--mqtt", mqtt_url]
+    env = dict(os.environ)
+    env["STATE_DIRECTORY"] = str(jsonl.parent.resolve())  # the MQTT disk queue, if a broker is used
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgebotError(f"edgebot run on {pcap.name} failed: {last}")
+    return json.loads(summary_path.read_text())
+
+
+def _format_agent_summary(s: dict) -> str:
+    lines = [f"flows {s['flows']:,}, packets {s['packets']:,} in {s['seconds']:.2f} s "
+             f"({s['packets_per_s']:,.0f} packets/s, {s['flows_per_s']:,.0f} flows/s); "
+             f"flow end->verdict p95 {s['verdict_latency_ms'].get('p95', 0):.1f} ms; peak RSS {s['peak_rss_mb']:.0f} MB"]
+    inc = s["incidents"]
+    lines.append(f"incident messages: new {inc.get('new', 0)}, update {inc.get('update', 0)}, end {inc.get('end', 0)}")
+    return "\n".join(lines)
 
 
 def _broker_reachable(url: str) -> bool:
@@ -113,10 +129,11 @@ def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
         if jsonl.exists():
             jsonl.unlink()
         summary = replay(bundle_dir, pcap, jsonl, "demo-gateway", mqtt_url)
-        new = [json.loads(line) for line in jsonl.read_text().splitlines() if '"type": "new"' in line]
-        replays.append({"name": name, "pcap": rel, "truth": truth, "summary": summary.to_dict(),
+        messages = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+        new = [m for m in messages if m.get("type") == "new"]
+        replays.append({"name": name, "pcap": rel, "truth": truth, "summary": summary,
                         "incidents": len(new), "jsonl": str(jsonl)})
-        say(f"\n-- {name}\n{summary.format()}")
+        say(f"\n-- {name}\n{_format_agent_summary(summary)}")
 
     sizes = verification.get("sizes", {})
     bundle_bytes = sum(v for k, v in sizes.items() if k != "total") if "total" not in sizes else sizes["total"]
@@ -141,7 +158,7 @@ def format_demo(result: dict) -> str:
     for r in result["replays"]:
         s = r["summary"]
         lines.append(f"{r['name']}: {r['incidents']} incident(s), {s['flows']:,} flows, "
-                     f"{s['packets']:,} packets, {s['packets_per_s']:,.0f} packets/s")
+                     f"{s['packets']:,} packets, {s['packets_per_s']:,.0f} packets/s, peak RSS {s['peak_rss_mb']:.0f} MB")
         for host, h in sorted(s["flagged_hosts"].items()):
             first = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h["first_seen"]))
             lines.append(f"    incident host {host:<15} score {h['score']:.3f}  first seen {first}Z  "

@@ -27,3 +27,30 @@ def iot23_flows():
     flows = list(open_flows(MIRAI_44_1)) + list(open_flows(HONEYPOT_4_1))
     flows += list(islice(open_flows(MIRAI_34_1), 3000))
     return flows
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The whole demo (quick training, int8 conversion, three pcap replays), run once per session.
+
+    Needs TensorFlow (the train extra); tests using it are marked ``tf``.
+    """
+    import io
+
+    pytest.importorskip("tensorflow", reason="the demo trains a model (pip install 'edgebot[train]')")
+    from edgebot.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    buf = io.StringIO()
+    result = run_demo(out, quick=True, stream=buf)
+    result["printed"] = buf.getvalue()
+    result["out"] = out
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(demo_run):
+    """The int8 bundle the demo converted (read-only by convention)."""
+    from pathlib import Path as _Path
+
+    return _Path(demo_run["bundle"])
