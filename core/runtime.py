@@ -14,6 +14,9 @@ the measurement behind that choice.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import importlib
 import logging
 from dataclasses import dataclass
@@ -154,6 +157,29 @@ def batch_bucket(n: int, max_batch: int) -> int:
     return min(b, max_batch)
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to fd 2 meanwhile (LiteRT's "Created ... XNNPACK delegate").
+
+    Error messages of edgebot itself are one line on stderr; the interpreter's INFO banner would
+    make them two. Python-level writes to ``sys.stderr`` are not affected unless they share fd 2.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (e.g. a daemon without stderr)
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 class Int8Model:
     """One full-integer TFLite model with a dynamic batch dimension: float32 in, float32 out.
 
@@ -182,7 +208,8 @@ class Int8Model:
         self._cls = interpreter_cls
         self._interpreters: dict[int, tuple[Any, int, int]] = {}
         try:
-            probe = interpreter_cls(model_content=model_content, num_threads=num_threads)
+            with quiet_native_stderr():
+                probe = interpreter_cls(model_content=model_content, num_threads=num_threads)
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long text
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"{name} is not a TFLite model this runtime can load ({first}): reconvert the bundle")
@@ -207,17 +234,19 @@ class Int8Model:
         self.input_shape = self.input_signature[1:]
         self.output_shape = self.output_signature[1:]
         probe.resize_tensor_input(inp[0]["index"], [1, *self.input_shape])
-        probe.allocate_tensors()
+        with quiet_native_stderr():
+            probe.allocate_tensors()
         self._interpreters[1] = (probe, inp[0]["index"], out[0]["index"])
 
     def _interpreter(self, batch: int) -> tuple[Any, int, int]:
         entry = self._interpreters.get(batch)
         if entry is None:
-            it = self._cls(model_content=self._content, num_threads=self.num_threads)
-            i = it.get_input_details()[0]["index"]
-            o = it.get_output_details()[0]["index"]
-            it.resize_tensor_input(i, [batch, *self.input_shape])
-            it.allocate_tensors()
+            with quiet_native_stderr():
+                it = self._cls(model_content=self._content, num_threads=self.num_threads)
+                i = it.get_input_details()[0]["index"]
+                o = it.get_output_details()[0]["index"]
+                it.resize_tensor_input(i, [batch, *self.input_shape])
+                it.allocate_tensors()
             entry = (it, i, o)
             self._interpreters[batch] = entry
         return entry

@@ -319,6 +319,20 @@ class Agent:
         self.sink.check()  # refused credentials or TLS end the run with a clear error
         self.sink.publish_stats(self.stats(elapsed))
 
+    #: Seconds to wait at the end of the input for a broker that was reachable to take the queue.
+    drain_timeout_s = 30.0
+
+    def _drain(self) -> None:
+        """At the end of the input, give a broker we were connected to time to take the queue."""
+        if self.summary.stopped_by_signal:
+            return
+        stats = self.sink.stats()
+        parts = stats.get("sinks", [stats]) if isinstance(stats.get("sinks"), list) else [stats]
+        if stats.get("queued", 0) and any(p.get("connects", 0) for p in parts if isinstance(p, dict)):
+            log.info("waiting up to %.0f s for the broker to take %d queued message(s)", self.drain_timeout_s,
+                     stats["queued"])
+            self.sink.flush(self.drain_timeout_s)
+
     def close(self) -> None:
         """Flush sinks (publishing 'offline'), close the source; fill in the summary."""
         s = self.summary
@@ -332,6 +346,7 @@ class Agent:
         s.evictions = {"hosts": self.windows.evictions if self.windows else 0, "flows": src.get("flows_evicted", 0)}
         try:
             if self.sink is not None:
+                self._drain()
                 self.sink.close()
                 s.sink = self.sink.stats() if hasattr(self.sink, "stats") else {}
         finally:
