@@ -12,7 +12,7 @@ def build_source(cfg: Any) -> FlowSource:
     kind = cfg.source.kind
     meter = {"max_flows": cfg.limits.max_active_flows}
     if kind == "pcap":
-        return create_source("pcap", path=cfg.source.pcap, meter_options=meter)
+        return create_source("pcap", path=cfg.source.pcap, meter_options=meter, ticks=True)
     if kind == "iface":
         return create_source("iface", iface=cfg.source.iface, meter_options=meter)
     if kind == "zeek_log":
