@@ -17,7 +17,7 @@ from edgebot.train.data import (
     part_arrays,
     subsample_per_capture,
 )
-from conftest_train import BUNDLED, HAKAI_8_1, HONEYPOT_4_1, MIRAI_34_1, MIRAI_44_1, crafted_files  # noqa: F401
+from conftest_train import BUNDLED, HONEYPOT_4_1, MIRAI_34_1, MIRAI_44_1, crafted_files  # noqa: F401
 
 
 @pytest.fixture(scope="module")

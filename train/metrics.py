@@ -1,0 +1,183 @@
+"""Binary detection metrics and thresholds in pure numpy (no scikit-learn needed).
+
+Conventions: label 1 = malicious (positive), 0 = benign; a score is a number where higher
+means more malicious; a flow is flagged when ``score >= threshold``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edgebot.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Keys of one model's entry in ``metrics.json`` (pinned by a test; do not rename).
+METRIC_KEYS: tuple[str, ...] = (
+    "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "fpr", "threshold", "confusion",
+)
+
+
+def _as_binary(y_true: np.ndarray) -> np.ndarray:
+    y = np.asarray(y_true).reshape(-1)
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise DataError("labels must be 0 (benign) or 1 (malicious)")
+    return y.astype(bool)
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> list[list[int]]:
+    """Confusion matrix ``[[tn, fp], [fn, tp]]`` (rows = truth, columns = prediction).
+
+    Parameters
+    ----------
+    y_true, y_pred
+        ``(n,)`` arrays of 0/1 (or bool).
+    """
+    t = _as_binary(y_true)
+    p = _as_binary(y_pred)
+    if t.shape != p.shape:
+        raise DataError(f"y_true has {t.size} rows but y_pred has {p.size}")
+    tp = int(np.sum(t & p))
+    fp = int(np.sum(~t & p))
+    fn = int(np.sum(t & ~p))
+    tn = int(np.sum(~t & ~p))
+    return [[tn, fp], [fn, tp]]
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den > 0 else 0.0
+
+
+def rates(cm: list[list[int]]) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and false-positive rate from a confusion matrix.
+
+    Undefined ratios (a zero denominator) are reported as 0.0.
+    """
+    (tn, fp), (fn, tp) = cm
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    return {
+        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
+        "precision": precision,
+        "recall": recall,
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "fpr": _ratio(fp, fp + tn),
+    }
+
+
+def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC curve over every distinct score.
+
+    Returns
+    -------
+    fpr, tpr, thresholds
+        ``(k + 1,)`` each; the first point is ``(0, 0)`` at threshold ``+inf`` and the points
+        follow decreasing thresholds (flag when ``score >= threshold``).
+    """
+    y = _as_binary(y_true)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    # last index of each run of equal scores
+    distinct = np.r_[np.nonzero(np.diff(s))[0], s.size - 1] if s.size else np.array([], dtype=int)
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.r_[0.0, np.zeros(len(tps))]
+    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.r_[0.0, np.zeros(len(fps))]
+    thresholds = np.r_[np.inf, s[distinct]]
+    return fpr, tpr, thresholds
+
+
+def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids; ties count one half). NaN with a single class."""
+    y = _as_binary(y_true)
+    if y.all() or not y.any():
+        return float("nan")
+    fpr, tpr, _ = roc_curve(y, score)
+    return float(np.trapezoid(tpr, fpr))
+
+
+def pr_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision-recall points over every distinct score, by decreasing threshold.
+
+    Returns
+    -------
+    precision, recall, thresholds
+        ``(k,)`` each (no artificial end point).
+    """
+    y = _as_binary(y_true)
+    _, tpr, thr = roc_curve(y, score)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    distinct = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1] if s.size else np.array([], int)
+    tps = np.cumsum(y[order])[distinct]
+    flagged = distinct + 1
+    precision = tps / flagged
+    recall = tpr[1:]
+    return precision, recall, thr[1:]
+
+
+def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Average precision: ``sum_k (R_k - R_{k-1}) P_k`` (step-wise, no interpolation).
+
+    NaN when there is no positive row.
+    """
+    y = _as_binary(y_true)
+    if not y.any():
+        return float("nan")
+    precision, recall, _ = pr_curve(y, score)
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def threshold_for_fpr(benign_scores: np.ndarray, budget: float) -> float:
+    """Lowest threshold whose false-positive rate on ``benign_scores`` is at most ``budget``.
+
+    With ``k = floor(budget * n)`` false positives allowed, the threshold sits just above the
+    ``(k + 1)``-th highest benign score (ties stay below it), so at most ``k`` benign scores
+    reach it.
+
+    Parameters
+    ----------
+    benign_scores
+        ``(n,)`` scores of benign validation rows (never test rows).
+    budget
+        allowed false-positive rate in ``[0, 1]``.
+    """
+    s = np.sort(np.asarray(benign_scores, dtype=np.float64).reshape(-1))[::-1]
+    if s.size == 0:
+        raise DataError("no benign validation rows to set a threshold on; add benign captures")
+    if not 0.0 <= budget <= 1.0:
+        raise DataError(f"the false-positive budget must be in [0, 1], got {budget}")
+    k = int(np.floor(budget * s.size + 1e-9))
+    if k >= s.size:
+        return float(s[-1])
+    return float(np.nextafter(s[k], np.inf))
+
+
+def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict:
+    """Every metric of one model on one set, keys as :data:`METRIC_KEYS`.
+
+    Parameters
+    ----------
+    y_true
+        ``(n,)`` 0/1 labels.
+    score
+        ``(n,)`` scores, higher = more malicious.
+    threshold
+        flag when ``score >= threshold``.
+    """
+    y = _as_binary(y_true)
+    s = np.asarray(score, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise DataError(f"y_true has {y.size} rows but score has {s.size}")
+    cm = confusion(y, s >= threshold)
+    out: dict = dict(rates(cm))
+    out["roc_auc"] = roc_auc(y, s)
+    out["pr_auc"] = pr_auc(y, s)
+    out["threshold"] = float(threshold)
+    out["confusion"] = cm
+    return {k: out[k] for k in METRIC_KEYS}
