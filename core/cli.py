@@ -26,6 +26,36 @@ class _State:
     debug = False
 
 
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists its options under headings (``option_groups``)."""
+
+    option_groups: dict[str, list[str]] = {}
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        records = {}
+        for param in self.get_params(ctx):
+            if not isinstance(param, click.Option):
+                continue
+            rec = param.get_help_record(ctx)
+            if rec is not None:
+                records[param.name] = rec
+        used: set[str] = set()
+        for title, names in self.option_groups.items():
+            rows = [records[n] for n in names if n in records]
+            used.update(names)
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+        rest = [rec for name, rec in records.items() if name not in used]
+        if rest:
+            with formatter.section("Other options" if self.option_groups else "Options"):
+                formatter.write_dl(rest)
+
+
+def _groups(command: click.Command, groups: dict[str, list[str]]) -> None:
+    command.option_groups = groups
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING
     if verbose == 1:
@@ -75,7 +105,7 @@ def _json_default(o):
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="edgebot")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True, show_default=False, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 @click.option("--debug", is_flag=True, help="Show the full traceback on errors.")
 def main(verbose: int, quiet: bool, debug: bool) -> None:
@@ -93,12 +123,12 @@ def main(verbose: int, quiet: bool, debug: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------- data
-@main.group()
+@main.group(context_settings=CONTEXT_SETTINGS, short_help="Inspect labeled flow data.")
 def data() -> None:
     """Inspect labeled flow data (Zeek conn logs, IoT-23, CICFlowMeter CSVs)."""
 
 
-@data.command("summary")
+@data.command("summary", context_settings=CONTEXT_SETTINGS, short_help="Rows, labels, families, time span and hosts of flow files.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--strict", is_flag=True, help="Treat any malformed row as an error.")
@@ -121,7 +151,7 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 
 
 # -------------------------------------------------------------------------------------- train
-@main.command(context_settings=CONTEXT_SETTINGS)
+@main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Train the detector and its baselines; write models, metrics and a report.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--split", default="temporal",
@@ -165,7 +195,7 @@ def _parse_families(items) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------ convert
-@main.command(context_settings=CONTEXT_SETTINGS)
+@main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Quantize a run to a verified int8 bundle.")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to create.")
 @click.option("--max-f1-drop", default=0.005, type=click.FloatRange(0.0, 1.0), help="Fail when int8 fused F1 is this much below float.")
@@ -187,7 +217,7 @@ def convert(run_dir, out, max_f1_drop, force) -> None:
 
 
 # --------------------------------------------------------------------------------------- eval
-@main.command("eval", context_settings=CONTEXT_SETTINGS)
+@main.command("eval", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Score labeled flows with a bundle and print the metrics.")
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -209,7 +239,7 @@ def evaluate(bundle_dir, paths, as_json) -> None:
 
 
 # ---------------------------------------------------------------------------------------- run
-@main.command(context_settings=CONTEXT_SETTINGS)
+@main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Meter traffic, score it, publish incidents (the gateway agent).")
 @click.option("--bundle", "bundle", type=click.Path(), help="Model bundle directory (or 'bundle' in the config).")
 @click.option("--pcap", type=click.Path(), help="Replay a pcap (gz/xz ok) as fast as the CPU allows.", )
 @click.option("--iface", help="Capture live on this interface (needs CAP_NET_RAW).")
@@ -262,14 +292,16 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
 
 
 # -------------------------------------------------------------------------------------- bench
-@main.command(context_settings=CONTEXT_SETTINGS)
+@main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Measure latency, throughput, memory and start-up.")
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--pcap", type=click.Path(exists=True, dir_okay=False), help="Also measure end-to-end replay of this pcap.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write all figures as JSON here.")
 @click.option("--batch", "batches", default="1,32,256", help="Comma-separated batch sizes.")
 @click.option("--repeat", default=200, type=click.IntRange(1, 100000), help="Calls per measurement.")
+@click.option("--run-dir", "run_dir", type=click.Path(exists=True, file_okay=False),
+              help="Run dir with the bundle's Keras models (default: BUNDLE_DIR/../run or BUNDLE_DIR without '-bundle').")
 @handle_errors
-def bench(bundle_dir, pcap, json_path, batches, repeat) -> None:
+def bench(bundle_dir, pcap, json_path, batches, repeat, run_dir) -> None:
     """Measure latency, throughput, memory and start-up of the gateway path (and Keras, if installed).
 
     \b
@@ -282,11 +314,31 @@ def bench(bundle_dir, pcap, json_path, batches, repeat) -> None:
         batch_sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {batches!r}", param_hint="--batch")
-    result = run_bench(bundle_dir, pcap=pcap, batch_sizes=batch_sizes, repeat=repeat)
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise click.BadParameter(f"batch sizes must be positive, got {batches!r}", param_hint="--batch")
+    result = run_bench(bundle_dir, pcap=pcap, batch_sizes=batch_sizes, repeat=repeat, run_dir=run_dir)
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(result, fh, indent=2, sort_keys=True, default=_json_default)
     click.echo(format_bench(result))
+
+
+_groups(train, {
+    "Output": ["out", "force"],
+    "Evaluation protocol": ["split", "families", "fpr_budget"],
+    "Model and training": ["window", "epochs", "seed", "quick"],
+})
+_groups(run, {
+    "Model": ["bundle"],
+    "Source (exactly one)": ["pcap", "iface", "zeek_log", "csv_path", "follow"],
+    "Alerts": ["mqtt_url", "jsonl", "gateway_id"],
+    "Configuration": ["config_path", "check_config", "summary_json"],
+})
+_groups(bench, {
+    "What to measure": ["pcap", "batches", "repeat", "run_dir"],
+    "Output": ["json_path"],
+})
+_groups(convert, {"Output": ["out", "force"], "Verification": ["max_f1_drop"]})
 
 
 if __name__ == "__main__":  # pragma: no cover
