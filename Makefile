@@ -37,8 +37,10 @@ test-fast: install
 demo: install
 	$(PY) -m edgebot.demo
 
+# Figures for benchmarks/RESULTS.md, measured on the bundle that `make demo` builds.
 bench: install
-	$(VENV)/bin/edgebot bench demo-out/bundle --pcap data/pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz --json benchmarks/results.json
+	test -f demo-out/bundle/manifest.json || $(PY) -m edgebot.demo
+	$(PY) benchmarks/run_bench.py demo-out/bundle --run-dir demo-out/run
 
 detection: install
 	$(PY) benchmarks/detection/run.py
