@@ -36,10 +36,11 @@ from edgebot.bundle import (
     sha256_file,
     write_manifest,
 )
-from edgebot.errors import BundleError, CheckFailed
+from edgebot.errors import BundleError, CheckFailed, DataError
 from edgebot.evaluate import binary_rates
-from edgebot.features import FEATURIZER_HASH, N_FEATURES, featurizer_info
+from edgebot.features import FeatureProfile, get_profile
 from edgebot.fusion import FUSER_INPUT_NAMES, reconstruction_error
+from edgebot.windows import last_rows
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,21 @@ WORKER_TIMEOUT = 1800
 
 # ----------------------------------------------------------------------------------------------
 # the run dir
+
+
+def run_profile(spec: dict) -> FeatureProfile:
+    """The installed feature profile a run's spec.json names (runs without one are ``zeek``).
+
+    Raises
+    ------
+    BundleError
+        A profile this edgebot does not know.
+    """
+    feat = spec.get("featurizer") or {}
+    try:
+        return get_profile(feat.get("profile"))
+    except DataError as exc:
+        raise BundleError(f"run was trained on a feature profile this edgebot lacks ({exc}): upgrade edgebot")
 
 
 def read_run_dir(run_dir: Path) -> tuple[dict, dict]:
@@ -91,16 +107,17 @@ def read_run_dir(run_dir: Path) -> tuple[dict, dict]:
     lacking = [k for k in need if k not in spec]
     if lacking:
         raise BundleError(f"{run_dir / 'spec.json'} lacks {', '.join(lacking)}: retrain the run with this edgebot")
+    profile = run_profile(spec)
     feat = spec["featurizer"]
-    if feat.get("n_features") != N_FEATURES:
+    if feat.get("n_features") != profile.n_features:
         raise BundleError(
-            f"run was trained on {feat.get('n_features')} features per flow, featurizer gives {N_FEATURES}: "
-            "retrain with this edgebot"
+            f"run was trained on {feat.get('n_features')} features per flow, the {profile.name} featurizer gives "
+            f"{profile.n_features}: retrain with this edgebot"
         )
-    if feat.get("hash") != FEATURIZER_HASH:
+    if feat.get("hash") != profile.hash:
         raise BundleError(
-            f"run was trained with featurizer hash {feat.get('hash')}, the installed one is {FEATURIZER_HASH}: "
-            "retrain with this edgebot"
+            f"run was trained with {profile.name} featurizer hash {feat.get('hash')}, the installed one is "
+            f"{profile.hash}: retrain with this edgebot"
         )
     label_mode = spec.get("label_mode", "binary")
     if label_mode != "binary":
@@ -113,11 +130,11 @@ def read_run_dir(run_dir: Path) -> tuple[dict, dict]:
         raise BundleError(f"{run_dir / 'data.npz'} cannot be read ({exc.__class__.__name__}): retrain the run")
     if absent:
         raise BundleError(f"{run_dir / 'data.npz'} lacks {', '.join(absent)}: retrain the run with this edgebot")
-    T = int(spec["window"])
+    steps, channels = profile.input_shape(int(spec["window"]))
     for key in ("calib_windows", "test_windows"):
-        if len(shapes[key]) != 3 or tuple(shapes[key][1:]) != (T, N_FEATURES):
+        if len(shapes[key]) != 3 or tuple(shapes[key][1:]) != (steps, channels):
             raise BundleError(
-                f"data.npz {key} has shape {shapes[key]}, expected (n, {T}, {N_FEATURES}): retrain the run"
+                f"data.npz {key} has shape {shapes[key]}, expected (n, {steps}, {channels}): retrain the run"
             )
     if shapes["calib_windows"][0] == 0:
         raise BundleError("data.npz has no calibration windows: retrain the run")
@@ -258,7 +275,7 @@ def build_manifest(spec: dict, metrics: dict, worker: dict, out: Path, files: li
         "edgebot_version": edgebot.__version__,
         "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
         "label_mode": "binary",
-        "featurizer": featurizer_info(),
+        "featurizer": run_profile(spec).info(),
         "scaler": spec["scaler"],
         "window": int(spec["window"]),
         "models": models,
@@ -301,7 +318,7 @@ def verify(bundle_dir: Path, run_dir: Path, metrics: dict) -> dict:
     t0 = time.perf_counter()
     q = bundle.score_components(W)
     int8_seconds = time.perf_counter() - t0
-    last = W[:, -1, :]
+    last = last_rows(W, bundle.sequence)
     f_anomaly = reconstruction_error(last, f_recon) / np.float32(bundle.thresholds["autoencoder"])
     f_fused = bundle.fuse(f_hybrid, f_anomaly, last)
     th = bundle.thresholds

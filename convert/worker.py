@@ -7,7 +7,7 @@ starts this worker, which
 1. loads ``cnn_lstm.keras`` and ``autoencoder.keras`` from the run dir,
 2. converts each to full-integer int8 TFLite (int8 input and output, TFLITE_BUILTINS_INT8,
    dynamic batch), calibrated on the run's ``calib_windows`` (the autoencoder on their last
-   rows),
+   rows; under the feature-axis layout ``(n, F, 1)`` of the cicflowmeter profile, each flow),
 3. checks each result loads in the gateway interpreter with int8 tensors and a dynamic batch,
 4. scores the run's ``test_windows`` with the float Keras models (``float_outputs.npz``),
 5. writes ``worker.json`` (versions, quantization, ops) into ``--out``.
@@ -165,7 +165,14 @@ def run(run_dir: Path, out: Path, threads: int, calib_limit: int) -> dict:
     if calib_limit and len(calib) > calib_limit:
         idx = np.unique(np.linspace(0, len(calib) - 1, calib_limit).round().astype(np.int64))
         calib = calib[idx]
-    _, T, F = calib.shape
+    # host windows (n, T, F); the feature-axis layout (n, F, 1) has its flow along axis 1
+    spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+    feature_axis = spec.get("sequence", "host-windows") == "feature-axis"
+    _, T, C = calib.shape
+    F = T if feature_axis else C
+
+    def flows_of(windows: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(windows[:, :, 0] if feature_axis else windows[:, -1, :])
 
     result: dict = {"versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
                     "calibration_samples": int(len(calib)), "models": {}, "seconds": {}}
@@ -173,10 +180,10 @@ def run(run_dir: Path, out: Path, threads: int, calib_limit: int) -> dict:
     hybrid = _load_keras(run_dir / "cnn_lstm.keras")
     stage("loading autoencoder.keras")
     ae = _load_keras(run_dir / "autoencoder.keras")
-    if _shape(hybrid.input_shape) != (-1, T, F) or _shape(hybrid.output_shape) != (-1, 1):
+    if _shape(hybrid.input_shape) != (-1, T, C) or _shape(hybrid.output_shape) != (-1, 1):
         raise WorkerError(
             f"cnn_lstm.keras maps {list(_shape(hybrid.input_shape))} -> {list(_shape(hybrid.output_shape))}, "
-            f"expected [-1, {T}, {F}] -> [-1, 1] (dynamic batch, one sigmoid output)"
+            f"expected [-1, {T}, {C}] -> [-1, 1] (dynamic batch, one sigmoid output)"
         )
     if _shape(ae.input_shape) != (-1, F) or _shape(ae.output_shape) != (-1, F):
         raise WorkerError(
@@ -184,8 +191,8 @@ def run(run_dir: Path, out: Path, threads: int, calib_limit: int) -> dict:
             f"expected [-1, {F}] -> [-1, {F}]"
         )
     jobs = (
-        ("hybrid", hybrid, calib, "hybrid.tflite", (-1, T, F), (-1, 1)),
-        ("autoencoder", ae, np.ascontiguousarray(calib[:, -1, :]), "autoencoder.tflite", (-1, F), (-1, F)),
+        ("hybrid", hybrid, calib, "hybrid.tflite", (-1, T, C), (-1, 1)),
+        ("autoencoder", ae, flows_of(calib), "autoencoder.tflite", (-1, F), (-1, F)),
     )
     for key, model, samples, filename, in_shape, out_shape in jobs:
         stage(f"converting {key} to int8 TFLite")
@@ -207,7 +214,7 @@ def run(run_dir: Path, out: Path, threads: int, calib_limit: int) -> dict:
     t0 = time.monotonic()
     if len(test):
         hybrid_prob = np.asarray(hybrid.predict(test, batch_size=2048, verbose=0), dtype=np.float32)[:, 0]
-        recon = np.asarray(ae.predict(np.ascontiguousarray(test[:, -1, :]), batch_size=2048, verbose=0),
+        recon = np.asarray(ae.predict(flows_of(test), batch_size=2048, verbose=0),
                            dtype=np.float32)
     else:
         hybrid_prob, recon = np.zeros(0, np.float32), np.zeros((0, F), np.float32)

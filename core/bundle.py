@@ -3,14 +3,16 @@
 A bundle is a directory written by ``edgebot convert``::
 
     manifest.json        what the bundle is and how to feed it (schema below, docs/bundle.md)
-    hybrid.tflite        CNN-LSTM, full int8, input (-1, T, F), output (-1, 1) probability
+    hybrid.tflite        CNN-LSTM, full int8, input (-1, T, F) host windows or (-1, F, 1) along
+                         the feature axis (cicflowmeter profile), output (-1, 1) probability
     autoencoder.tflite   dense autoencoder, full int8, input (-1, F), output (-1, F)
     fuser.json           XGBoost binary:logistic Booster (JSON) over edgebot.fusion.fuser_inputs
     verification.json    int8 versus float metrics on the run's test split
 
 :func:`load_bundle` checks everything before anything is scored and refuses a bundle with a
 one-line :class:`~edgebot.errors.BundleError` (exit code 2): a newer schema, a missing or
-tampered file (sha256), a featurizer other than the installed one, tensors whose shapes do
+tampered file (sha256), a featurizer other than the installed profile of its name (``zeek`` or
+``cicflowmeter``; manifests without a profile are ``zeek``), tensors whose shapes do
 not match the feature count or window length, quantization that disagrees with the manifest.
 It never falls back to defaults. This module never imports TensorFlow.
 """
@@ -27,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from edgebot.errors import BundleError, RuntimeMissingError
-from edgebot.features import FEATURE_NAMES, FEATURIZER_HASH, N_FEATURES, MinMaxScaler
+from edgebot.errors import BundleError, DataError, RuntimeMissingError
+from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
 from edgebot.fusion import fuser_inputs, raw_feature_index, reconstruction_error
 from edgebot.runtime import Int8Model, QuantParams, find_interpreter, runtime_version
+from edgebot.windows import last_rows, model_sequences
 
 log = logging.getLogger(__name__)
 
@@ -145,27 +148,48 @@ def verify_files(bundle_dir: str | Path, manifest: dict) -> None:
             raise BundleError(f"the manifest of {bundle_dir} does not list {name}: {_RECONVERT}")
 
 
-def check_featurizer(manifest: dict) -> None:
-    """Refuse a bundle built for another featurizer than the installed one.
+def check_featurizer(manifest: dict) -> FeatureProfile:
+    """Refuse a bundle built for another featurizer than the installed profile of its name.
+
+    Returns
+    -------
+    FeatureProfile
+        The bundle's profile (``featurizer.profile``; ``zeek`` when the manifest names none).
 
     Raises
     ------
     BundleError
-        Feature count, names or featurizer hash differ.
+        Unknown profile, or feature count, names, featurizer hash or sequence layout differ.
     """
     feat = manifest["featurizer"]
-    n = feat.get("n_features")
     built = manifest.get("edgebot_version", "?")
-    if n != N_FEATURES:
+    if not isinstance(feat, dict):
+        raise BundleError(f"manifest featurizer must be an object: {_RECONVERT}")
+    try:
+        profile = get_profile(feat.get("profile"))
+    except DataError:
         raise BundleError(
-            f"bundle expects {n} features per flow, featurizer gives {N_FEATURES}: "
+            f"bundle was built for feature profile {feat.get('profile')!r}, which this edgebot lacks: "
+            f"install edgebot=={built}"
+        )
+    n = feat.get("n_features")
+    if n != profile.n_features:
+        raise BundleError(
+            f"bundle expects {n} features per flow, featurizer gives {profile.n_features} ({profile.name} profile): "
             f"use a bundle converted with this edgebot, or install edgebot=={built}"
         )
-    if feat.get("hash") != FEATURIZER_HASH or list(feat.get("feature_names", [])) != list(FEATURE_NAMES):
+    if feat.get("hash") != profile.hash or list(feat.get("feature_names", [])) != list(profile.feature_names):
         raise BundleError(
             f"bundle was built for featurizer {feat.get('version')} (hash {feat.get('hash')}), "
-            f"the installed one has hash {FEATURIZER_HASH}: retrain and reconvert, or install edgebot=={built}"
+            f"the installed one has hash {profile.hash} ({profile.name} profile): retrain and reconvert, "
+            f"or install edgebot=={built}"
         )
+    if feat.get("sequence", profile.sequence) != profile.sequence:
+        raise BundleError(
+            f"bundle feeds its networks {feat.get('sequence')!r} sequences, the {profile.name} profile uses "
+            f"{profile.sequence}: {_RECONVERT}"
+        )
+    return profile
 
 
 def _float(value: Any, what: str) -> float:
@@ -202,7 +226,7 @@ def _check_model(model: Int8Model, spec: _ModelSpec, expected_in: tuple[int, ...
     """Model tensors against the manifest and against the installed featurizer."""
     if model.input_signature[-1] != expected_in[-1] and len(model.input_signature) == len(expected_in):
         raise BundleError(
-            f"bundle expects {model.input_signature[-1]} features per flow, featurizer gives {N_FEATURES} "
+            f"bundle expects {model.input_signature[-1]} features per flow, featurizer gives {expected_in[-1]} "
             f"({spec.file}): use a bundle converted with this edgebot"
         )
     for got, want, what in ((model.input_signature, expected_in, "input"),
@@ -230,7 +254,12 @@ class Bundle:
         edgebot version that converted the bundle.
     schema_version : int
     window : int
-        ``T``, flows per window.
+        ``T``, flows per window (1 under the feature-axis layout).
+    profile : FeatureProfile
+        The feature profile the bundle was trained on (``zeek`` or ``cicflowmeter``); featurize
+        records with :meth:`featurize`.
+    sequence : str
+        ``"host-windows"`` or ``"feature-axis"``; build model inputs with :meth:`sequences`.
     n_features : int
         ``F``, features per flow.
     threshold : float
@@ -243,8 +272,10 @@ class Bundle:
     """
 
     def __init__(self, path: Path, manifest: dict, bundle_id: str, hybrid: Int8Model,
-                 autoencoder: Int8Model, booster: Any, runtime: str):
+                 autoencoder: Int8Model, booster: Any, runtime: str, profile: FeatureProfile | None = None):
         self.path = path
+        self.profile = profile or get_profile(manifest["featurizer"].get("profile"))
+        self.sequence = self.profile.sequence
         self.manifest = manifest
         self.bundle_id = bundle_id
         self.version = str(manifest["edgebot_version"])
@@ -262,10 +293,11 @@ class Bundle:
         self._autoencoder = autoencoder
         self._booster = booster
         self._scaler = MinMaxScaler.from_dict(manifest["scaler"])
-        self._raw_index = raw_feature_index(FEATURE_NAMES, manifest["fuser"]["raw_features"])
+        self._raw_index = raw_feature_index(self.profile.feature_names, manifest["fuser"]["raw_features"])
 
     def __repr__(self) -> str:
-        return (f"Bundle({str(self.path)!r}, id={self.bundle_id}, T={self.window}, F={self.n_features}, "
+        return (f"Bundle({str(self.path)!r}, id={self.bundle_id}, profile={self.profile.name}, T={self.window}, "
+                f"F={self.n_features}, "
                 f"threshold={self.threshold:.4g}, runtime={self.runtime})")
 
     def scale(self, X_raw: np.ndarray) -> np.ndarray:
@@ -286,12 +318,40 @@ class Bundle:
             raise BundleError(f"X has {X_raw.shape[-1]} features, but the bundle expects {self.n_features}")
         return self._scaler.transform(X_raw)
 
+    def featurize(self, records: Any) -> np.ndarray:
+        """Raw features ``(n, F) float32`` of flow records with the bundle's profile's featurizer.
+
+        Raises
+        ------
+        DataError
+            Records of another profile (e.g. Zeek flows for a cicflowmeter bundle).
+        """
+        return self.profile.featurize(records)
+
+    def sequences(self, X: np.ndarray, hosts: Any = None, ts: Any = None) -> np.ndarray:
+        """The networks' input for scaled flows, whatever the bundle's layout (offline, one batch).
+
+        Parameters
+        ----------
+        X
+            ``(n, F) float32`` scaled features (:meth:`scale`).
+        hosts, ts
+            ``(n,)`` host key and start time of each flow; used (and required) by host windows only.
+
+        Returns
+        -------
+        np.ndarray
+            ``(n, T, F)`` host windows, or ``(n, F, 1)`` along the feature axis; float32.
+        """
+        return model_sequences(X, self.sequence, hosts, ts, self.window)
+
     def _check_windows(self, W: np.ndarray) -> np.ndarray:
         W = np.asarray(W, dtype=np.float32)
-        if W.ndim != 3 or W.shape[1] != self.window or W.shape[2] != self.n_features:
+        steps, channels = self.profile.input_shape(self.window)
+        if W.ndim != 3 or W.shape[1] != steps or W.shape[2] != channels:
             raise BundleError(
-                f"windows have shape {tuple(W.shape)}, but the bundle expects (n, {self.window}, {self.n_features}): "
-                "build them with edgebot.windows and the bundle's window length"
+                f"windows have shape {tuple(W.shape)}, but the bundle expects (n, {steps}, {channels}): "
+                "build them with Bundle.sequences (or edgebot.windows and the bundle's window length)"
             )
         return W
 
@@ -316,7 +376,7 @@ class Bundle:
             empty = np.zeros(0, dtype=np.float32)
             return {"hybrid": empty, "anomaly": empty.copy(), "fused": empty.copy()}
         hybrid = self._hybrid.run(W)[:, 0]
-        last = np.ascontiguousarray(W[:, -1, :])
+        last = last_rows(W, self.sequence)
         recon = self._autoencoder.run(last)
         anomaly = (reconstruction_error(last, recon) / np.float32(self.thresholds["autoencoder"])).astype(np.float32)
         fused = self._booster.inplace_predict(fuser_inputs(hybrid, anomaly, last, self._raw_index))
@@ -394,15 +454,16 @@ def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: in
     path = Path(path)
     manifest = read_manifest(path)
     verify_files(path, manifest)
-    check_featurizer(manifest)
+    profile = check_featurizer(manifest)
+    n_features = profile.n_features
     window = manifest["window"]
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise BundleError(f"manifest window must be a positive integer, got {window!r}: {_RECONVERT}")
     scaler = manifest["scaler"]
-    if not isinstance(scaler, dict) or len(scaler.get("min", [])) != N_FEATURES or len(scaler.get("max", [])) != N_FEATURES:
-        raise BundleError(f"manifest scaler must hold {N_FEATURES} minima and maxima: {_RECONVERT}")
+    if not isinstance(scaler, dict) or len(scaler.get("min", [])) != n_features or len(scaler.get("max", [])) != n_features:
+        raise BundleError(f"manifest scaler must hold {n_features} minima and maxima: {_RECONVERT}")
     raw = manifest["fuser"].get("raw_features", [])
-    unknown = [name for name in raw if name not in FEATURE_NAMES]
+    unknown = [name for name in raw if name not in profile.feature_names]
     if unknown:
         raise BundleError(f"the fuser uses features the featurizer lacks ({', '.join(unknown)}): {_RECONVERT}")
 
@@ -411,8 +472,8 @@ def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: in
     ae_spec = _model_spec(manifest, "autoencoder")
     models = {}
     for key, spec, expected_in, expected_out in (
-        ("hybrid", hybrid_spec, (-1, window, N_FEATURES), (-1, 1)),
-        ("autoencoder", ae_spec, (-1, N_FEATURES), (-1, N_FEATURES)),
+        ("hybrid", hybrid_spec, (-1, *profile.input_shape(window)), (-1, 1)),
+        ("autoencoder", ae_spec, (-1, n_features), (-1, n_features)),
     ):
         if spec.file not in manifest["files"]:
             raise BundleError(f"models.{key}.file {spec.file} is not among the manifest's files: {_RECONVERT}")
@@ -430,6 +491,7 @@ def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: in
     if manifest["edgebot_version"] != __version__:
         log.warning("bundle %s was converted by edgebot %s, this is edgebot %s (same featurizer, loading it)",
                     path, manifest["edgebot_version"], __version__)
-    bundle = Bundle(path, manifest, bundle_id, models["hybrid"], models["autoencoder"], booster, runtime_name)
+    bundle = Bundle(path, manifest, bundle_id, models["hybrid"], models["autoencoder"], booster, runtime_name,
+                    profile)
     log.info("loaded bundle %s (%s) with %s %s", path, bundle_id, runtime_name, bundle.runtime_version)
     return bundle

@@ -157,7 +157,7 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 @click.option("--split", default="temporal",
               help="temporal (per capture: earlier 80% train, later 20% test), stratified "
                    "(the paper's random 80/20; leaky), or leave-out:NAME (a scenario or family).")
-@click.option("--window", "window", default=8, type=click.IntRange(1, 64), help="Flows per host window (T).")
+@click.option("--window", "window", default=8, type=click.IntRange(1, 64), help="Flows per host window (T); CICFlowMeter data has no hosts and uses the feature axis instead.")
 @click.option("--epochs", default=None, type=click.IntRange(1, 1000), help="Max epochs (early stopping on validation loss).")
 @click.option("--seed", default=0, type=int, help="Seed for every random choice.")
 @click.option("--fpr-budget", default=0.01, type=click.FloatRange(0.0, 1.0), help="False-positive budget for the decision threshold (chosen on validation data).")
@@ -168,9 +168,13 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, force) -> None:
     """Train the CNN-LSTM, autoencoder, baselines and fuser; write models, metrics and a report.
 
+    The feature profile follows the data: Zeek-style logs (zeek, per-host windows) or
+    CICFlowMeter CSVs (cicflowmeter, each flow's features as the sequence).
+
     \b
     Example:
       edgebot train data/iot23/*.xz --out runs/iot23 --split temporal
+      edgebot train data/cicids2017/*.xz --out runs/cic --split stratified
     """
     fam = _parse_families(families)
     try:

@@ -5,6 +5,10 @@ windows -> int8 hybrid and autoencoder -> fuser -> threshold. Windows are built 
 of a capture, labeled or not (the gateway sees background traffic too); metrics count the flows
 labeled benign or malicious. Hosts are keyed ``"<capture>|<orig_h>"`` like the trainer's, so
 the same address in two captures stays two hosts.
+
+A ``cicflowmeter`` bundle scores CICFlowMeter CSV rows with that profile's featurizer, each row
+alone along the feature axis (the rows have no host or time columns; the host key is
+``"<file>|-"``). A file of the other profile is refused with a one-line error naming both.
 """
 
 from __future__ import annotations
@@ -18,9 +22,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 
 from edgebot.errors import DataError
-from edgebot.features import featurize
+from edgebot.features import ZEEK_PROFILE, profile_for_format
 from edgebot.flow import MALICIOUS
-from edgebot.windows import make_windows
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,8 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
     bundle_dir
         A bundle written by ``edgebot convert``.
     paths
-        Labeled Zeek-style flow logs (IoT-23, Stratosphere; compressed is fine).
+        Labeled flow files of the bundle's profile: Zeek-style flow logs (IoT-23, Stratosphere)
+        for a zeek bundle, CICFlowMeter CSVs for a cicflowmeter bundle; compressed is fine.
     strict
         Raise on the first malformed row instead of skipping it.
     bundle
@@ -175,7 +179,7 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
     BundleError, RuntimeMissingError
         From :func:`edgebot.bundle.load_bundle`.
     DataError
-        No labeled benign or malicious flow, or a CICFlowMeter file (no hosts to window).
+        No labeled benign or malicious flow, or a file of another feature profile than the bundle's.
     DataFormatError, SourceError
         From the readers.
     """
@@ -191,9 +195,13 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
     for path in paths:
         records, readers = read_flows([path], strict=strict)
         reader = readers[0]
-        if reader.format == "cicflowmeter":
-            raise DataError(f"{path}: CICFlowMeter CSVs have no hosts or timestamps for per-host windows; "
-                            "evaluate with Zeek-style flow logs")
+        profile = getattr(bundle, "profile", ZEEK_PROFILE)
+        file_profile = profile_for_format(reader.format)
+        if file_profile is not profile:
+            raise DataError(
+                f"{path} is a {reader.format} file ({file_profile.name} profile) but the bundle was trained on the "
+                f"{profile.name} profile: evaluate it with {profile.name} flows or a {file_profile.name} bundle"
+            )
         labeled = np.array([r.is_labeled for r in records], dtype=bool)
         files.append({"path": str(path), "rows": int(reader.rows_read), "labeled": int(labeled.sum()),
                       "skipped": int(reader.rows_skipped)})
@@ -201,10 +209,13 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
             log.warning("%s: no row labeled benign or malicious; it only feeds the windows", path)
             continue
         capture = reader.scenario or path.name
-        keys = [f"{r.scenario or capture}|{r.orig_h}" for r in records]
-        X = bundle.scale(featurize(records))
-        W = make_windows(X, keys, np.array([r.ts for r in records], dtype=np.float64), bundle.window)
-        W = W[labeled]
+        X = bundle.scale(bundle.featurize(records))
+        if profile.sequence == "feature-axis":  # rows without host or time: each is scored alone
+            keys = [f"{r.scenario or capture}|-" for r in records]
+            W = bundle.sequences(X[labeled])
+        else:
+            keys = [f"{r.scenario or capture}|{r.orig_h}" for r in records]
+            W = bundle.sequences(X, keys, np.array([r.ts for r in records], dtype=np.float64))[labeled]
         s = bundle.score(W)
         kept = [r for r, keep in zip(records, labeled) if keep]
         ys.append(np.array([r.label == MALICIOUS for r in kept], dtype=np.int8))

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgebot.features import FEATURE_NAMES
+from edgebot.features import FEATURE_NAMES, ZEEK_PROFILE, FeatureProfile
 
-#: Raw (scaled) features of a window's last flow that the fuser sees beside the model outputs.
-FUSER_RAW_FEATURES: tuple[str, ...] = (
-    "log_duration",
-    "log_orig_ip_bytes",
-    "log_resp_ip_bytes",
-    "log_orig_pkts",
-    "log_resp_pkts",
-    "orig_ip_byte_share",
-    "state_S0",
-    "state_SF",
-)
+#: Raw (scaled) features of a window's last flow that the fuser sees beside the model outputs
+#: (the zeek profile's; every profile names its own, see :func:`fuser_input_names`).
+FUSER_RAW_FEATURES: tuple[str, ...] = ZEEK_PROFILE.fuser_raw_features
 FUSER_INPUT_NAMES: tuple[str, ...] = ("hybrid_prob", "anomaly_score") + FUSER_RAW_FEATURES
+
+
+def fuser_input_names(profile: FeatureProfile = ZEEK_PROFILE) -> tuple[str, ...]:
+    """Names of the fuser's inputs under a feature profile: the two model outputs, then raw features."""
+    return ("hybrid_prob", "anomaly_score") + tuple(profile.fuser_raw_features)
 
 
 def raw_feature_index(feature_names=FEATURE_NAMES, raw_features=FUSER_RAW_FEATURES) -> list[int]:

@@ -109,12 +109,114 @@ class HostWindows:
         return buf.copy()
 
     def push_many(self, hosts: Sequence[str], X: np.ndarray) -> np.ndarray:
-        """Push flows in the given order; returns ``(n, T, F) float32`` windows."""
-        out = np.empty((len(hosts), self.window, self.n_features), dtype=np.float32)
+        """Push flows in the given order; returns ``(n, T, F) float32`` windows.
+
+        The same windows, buffers, recency order and evictions as calling :meth:`push` for
+        each flow in turn. When the batch cannot evict a host (the usual case), it is done
+        with one gather: every host's buffer followed by its new rows goes into one array,
+        and each flow's window is the ``T`` rows that end at it.
+        """
+        n = len(hosts)
+        T, F = self.window, self.n_features
+        buffers = self._buffers
+        # one pass in Python: a host id and a rank within the host for every flow
+        host_ids: dict[str, int] = {}
+        hid = [0] * n
+        rank = [0] * n
+        counts: list[int] = []
+        last_flow: list[int] = []
         for i, host in enumerate(hosts):
-            out[i] = self.push(host, X[i])
+            h = host_ids.get(host)
+            if h is None:
+                h = host_ids[host] = len(counts)
+                counts.append(0)
+                last_flow.append(i)
+            hid[i] = h
+            rank[i] = counts[h]
+            counts[h] += 1
+            last_flow[h] = i
+        new_hosts = sum(1 for host in host_ids if host not in buffers)
+        if n < 2 or len(buffers) + new_hosts > self.max_hosts:
+            out = np.empty((n, T, F), dtype=np.float32)
+            for i, host in enumerate(hosts):
+                out[i] = self.push(host, X[i])
+            return out
+        H = len(counts)
+        cnt = np.asarray(counts, dtype=np.int64)
+        starts = np.zeros(H, dtype=np.int64)
+        np.cumsum(cnt[:-1] + T, out=starts[1:])
+        big = np.zeros((int(starts[-1] + T + cnt[-1]), F), dtype=np.float32)
+        steps = np.arange(T, dtype=np.int64)
+        names = list(host_ids)
+        old = [(j, buffers.get(host)) for j, host in enumerate(names)]
+        known = [j for j, buf in old if buf is not None]
+        if known:
+            big[(starts[known, None] + steps).ravel()] = np.stack([old[j][1] for j in known]).reshape(-1, F)
+        hid_a = np.asarray(hid, dtype=np.int64)
+        row = starts[hid_a] + T + np.asarray(rank, dtype=np.int64)  # where each flow's row goes
+        big[row] = X
+        out = big[(row - (T - 1))[:, None] + steps]
+        last = big[starts[:, None] + cnt[:, None] + steps]  # the new buffers: each host's last T rows
+        # recency as if pushed one by one: hosts end ordered by their last flow in the batch;
+        # each buffer owns its memory (a view would keep the whole batch array alive)
+        for j in sorted(range(H), key=last_flow.__getitem__):
+            host = names[j]
+            buffers[host] = last[j].copy()
+            buffers.move_to_end(host)
         return out
 
     def forget(self, host: str) -> None:
         """Drop a host's buffer (e.g. after its incident ended)."""
         self._buffers.pop(host, None)
+
+
+def feature_sequences(X: np.ndarray) -> np.ndarray:
+    """The ``feature-axis`` layout: each flow's ``F`` features as a length-``F`` sequence of one value.
+
+    Parameters
+    ----------
+    X
+        ``(n, F) float32`` scaled features.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, F, 1) float32`` (a view when ``X`` is already float32 and contiguous).
+    """
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise DataError(f"features must be (n, F), got shape {tuple(X.shape)}")
+    return X[:, :, None]
+
+
+def model_sequences(X: np.ndarray, sequence: str, hosts: Sequence[str] | None = None,
+                    ts: Sequence[float] | None = None, window: int = 1) -> np.ndarray:
+    """The networks' input for scaled flows under a profile's sequence layout (offline).
+
+    Parameters
+    ----------
+    X
+        ``(n, F) float32`` scaled features.
+    sequence
+        ``"host-windows"`` (needs ``hosts``, ``ts`` and ``window``; see :func:`make_windows`)
+        or ``"feature-axis"`` (see :func:`feature_sequences`; hosts and time are not used).
+
+    Returns
+    -------
+    np.ndarray
+        ``(n, T, F)`` or ``(n, F, 1)`` float32.
+    """
+    if sequence == "feature-axis":
+        return feature_sequences(X)
+    if sequence != "host-windows":
+        raise DataError(f"unknown sequence layout {sequence!r}; use host-windows or feature-axis")
+    if hosts is None or ts is None:
+        raise DataError("host windows need each flow's host and start time")
+    return make_windows(X, hosts, ts, window)
+
+
+def last_rows(W: np.ndarray, sequence: str) -> np.ndarray:
+    """Each sequence's own flow as ``(n, F) float32``: a window's last row, or the feature axis unrolled."""
+    if sequence == "feature-axis":
+        return np.ascontiguousarray(W[:, :, 0])
+    return np.ascontiguousarray(W[:, -1, :])

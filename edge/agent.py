@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -17,6 +20,9 @@ from edgebot.flow import FlowRecord
 from edgebot.windows import HostWindows
 
 log = logging.getLogger(__name__)
+
+#: Host key of rows without a host column (CICFlowMeter CSVs scored by a cicflowmeter bundle).
+ROWS_HOST = "-"
 
 
 def current_rss_mb() -> float:
@@ -134,6 +140,7 @@ class Agent:
         self._latencies: deque = deque(maxlen=100_000)
         self._incident_latest: dict[str, dict] = {}
         self._flow_clock = 0.0
+        self._feature_axis = False  # cicflowmeter bundles: rows are scored alone (score_pending_rows)
         self._flows = 0
         self._last_stats = 0.0
         self.summary = AgentSummary()
@@ -146,6 +153,7 @@ class Agent:
         self.init_sinks()
         self.init_source()
         self.init_signals()
+        self.init_gc()
         self.start_sinks()
 
     def init_bundle(self) -> None:
@@ -162,6 +170,7 @@ class Agent:
         return float(override) if override is not None else float(self.bundle.threshold)
 
     def init_scorer(self) -> None:
+        self._feature_axis = getattr(self.bundle, "sequence", "host-windows") == "feature-axis"
         self.windows = HostWindows(self.bundle.window, self.bundle.n_features, max_hosts=self.cfg.limits.max_hosts)
 
     def init_incidents(self) -> None:
@@ -188,7 +197,8 @@ class Agent:
         if self.source is None:
             from edgebot.edge.sources import build_source
 
-            self.source = build_source(self.cfg)
+            profile = getattr(self.bundle, "profile", None)
+            self.source = build_source(self.cfg, profile=profile.name if profile is not None else None)
         self.summary.source = getattr(self.source, "description", type(self.source).__name__)
 
     def init_signals(self) -> None:
@@ -196,6 +206,11 @@ class Agent:
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
+
+    def init_gc(self) -> None:
+        """Move what lives as long as the agent (modules, bundle, config) out of the cyclic
+        collector's way, so its full collections during a run scan only what the run made."""
+        gc.freeze()
 
     def start_sinks(self) -> None:
         self.sink.start()
@@ -249,30 +264,70 @@ class Agent:
         """Score the pending micro-batch (in start-time order) and publish incident messages."""
         if not self._pending:
             return
-        order = sorted(range(len(self._pending)), key=lambda i: self._pending[i].ts)
-        flows = [self._pending[i] for i in order]
-        emitted = [self._pending_t[i] for i in order]
+        if self._feature_axis:
+            return self.score_pending_rows()
+        pending, pending_t = self._pending, self._pending_t
         self._pending, self._pending_t = [], []
+        starts = [f.ts for f in pending]
+        order = sorted(range(len(pending)), key=starts.__getitem__)
+        flows = [pending[i] for i in order]
         X = self.bundle.scale(featurize(flows))
         W = self.windows.push_many([f.orig_h for f in flows], X)
         scores = self.bundle.score(W)
         done = time.perf_counter()
-        self._latencies.extend((done - t) * 1000.0 for t in emitted)
-        threshold = self.incidents.threshold
+        self._latencies.extend([(done - t) * 1000.0 for t in pending_t])
+        ends = [f.ts + (f.duration or 0.0) for f in flows]
+        latest = max(ends)
+        if latest > self._flow_clock:
+            self._flow_clock = latest
+        incidents = self.incidents
+        threshold = incidents.threshold
+        observe = incidents.observe
+        open_hosts = incidents.open_hosts
         messages: list[dict] = []
-        for flow, score in zip(flows, scores.tolist()):
-            end = flow.ts + (flow.duration or 0.0)
-            if end > self._flow_clock:
-                self._flow_clock = end
+        for flow, score, end in zip(flows, scores.tolist(), ends):
             if score >= threshold:
                 peer = f"{flow.resp_h}:{flow.resp_p}/{flow.proto}"
-                messages.extend(self.incidents.observe(flow.orig_h, end, score, peer, _CommunityId(flow)))
-            else:
-                messages.extend(self.incidents.observe(flow.orig_h, end, score))
-        messages.extend(self.incidents.tick(self._flow_clock))
+                messages.extend(observe(flow.orig_h, end, score, peer, _CommunityId(flow)))
+            elif flow.orig_h in open_hosts:  # a benign flow of a host without an incident changes nothing
+                messages.extend(observe(flow.orig_h, end, score))
+        messages.extend(incidents.tick(self._flow_clock))
         self._flows += len(flows)
         self._publish(messages)
         self.sink.check()  # refused credentials or TLS end the run with a clear error
+
+    def score_pending_rows(self) -> None:
+        """Score pending CICFlowMeter rows with a cicflowmeter bundle (the feature-axis layout).
+
+        The rows have no host, address or time columns: each is scored on its own features, all of
+        them belong to the one pseudo-host :data:`ROWS_HOST` (its incident's peers are the files the
+        flagged rows came from), and the incident clock is the wall clock.
+
+        Raises
+        ------
+        DataError
+            A record of another profile (a Zeek-like flow) reached the agent.
+        """
+        pending, pending_t = self._pending, self._pending_t
+        self._pending, self._pending_t = [], []
+        bundle = self.bundle
+        scores = bundle.score(bundle.sequences(bundle.scale(bundle.featurize(pending))))
+        done = time.perf_counter()
+        self._latencies.extend([(done - t) * 1000.0 for t in pending_t])
+        now = time.time()
+        self._flow_clock = max(self._flow_clock, now)
+        incidents = self.incidents
+        threshold = incidents.threshold
+        messages: list[dict] = []
+        for rec, score in zip(pending, scores.tolist()):
+            if score >= threshold:
+                messages.extend(incidents.observe(ROWS_HOST, now, score, os.path.basename(rec.source)))
+            elif ROWS_HOST in incidents.open_hosts:
+                messages.extend(incidents.observe(ROWS_HOST, now, score))
+        messages.extend(incidents.tick(self._flow_clock))
+        self._flows += len(pending)
+        self._publish(messages)
+        self.sink.check()
 
     def _publish(self, messages: list[dict]) -> None:
         for msg in messages:
@@ -364,10 +419,15 @@ class _CommunityId:
         self.flow = flow
 
     def __call__(self) -> Optional[str]:
-        from edgebot.edge.community_id import flow_community_id
+        from edgebot.edge.community_id import community_id, flow_community_id
 
+        flow = self.flow
         try:
-            return flow_community_id(self.flow)
+            try:  # IPv4 (the usual case) packed here: parsing with ipaddress costs ten times more
+                src, dst = socket.inet_pton(socket.AF_INET, flow.orig_h), socket.inet_pton(socket.AF_INET, flow.resp_h)
+            except OSError:
+                return flow_community_id(flow)
+            return community_id(src, dst, flow.proto, flow.orig_p, flow.resp_p)
         except Exception:  # a malformed address must never stop scoring
             return None
 

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import KeysView, Optional
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ class IncidentTracker:
     @property
     def open_incidents(self) -> int:
         return len(self._open)
+
+    @property
+    def open_hosts(self) -> KeysView[str]:
+        """Hosts with an open incident (a live view): only their benign flows need :meth:`observe`."""
+        return self._open.keys()
 
     def observe(self, host: str, ts: float, score: float, peer: str = "", community_id: str | None = None) -> list[dict]:
         """Record one scored flow of ``host`` that ended at ``ts``; returns messages to publish."""

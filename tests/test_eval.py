@@ -149,5 +149,5 @@ def test_eval_of_a_directory_that_is_no_bundle_exits_2(tmp_path):
 
 def test_eval_refuses_cicflowmeter_files():
     cic = sorted((DATA.parent / "cicids2017").glob("*.csv.xz"))[0]
-    with pytest.raises(DataError, match="CICFlowMeter CSVs have no hosts"):
+    with pytest.raises(DataError, match="cicflowmeter profile.*zeek profile"):  # a zeek bundle
         evaluate_bundle("unused", [cic], bundle=object())

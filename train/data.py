@@ -19,9 +19,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from edgebot.errors import DataError
-from edgebot.features import MinMaxScaler, featurize
-from edgebot.flow import BENIGN, MALICIOUS, FlowRecord
-from edgebot.windows import make_windows
+from edgebot.features import MinMaxScaler, get_profile, profile_for_format
+from edgebot.flow import BENIGN, MALICIOUS, CicFlowRecord, FlowRecord
+from edgebot.windows import model_sequences
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,15 @@ class FlowTable:
 
     Attributes
     ----------
-    X : ``(n, F) float32`` unscaled features (:func:`edgebot.features.featurize`).
+    X : ``(n, F) float32`` unscaled features (the profile's featurizer).
     y : ``(n,) int8``, 1 = malicious.
-    ts : ``(n,) float64`` flow start times.
-    hosts : ``(n,)`` str, ``"<capture>|<orig_h>"`` (window key).
+    ts : ``(n,) float64`` flow start times (CICFlowMeter rows: the line number, file order as time).
+    hosts : ``(n,)`` str, ``"<capture>|<orig_h>"`` (window key; ``"<capture>|-"`` for CICFlowMeter rows).
     captures : ``(n,)`` str, scenario id or file stem.
     families : ``(n,)`` str, family of malicious rows (``""`` for benign or unknown).
     files : per-file ``{"path", "sha256", "rows", "skipped", "format", "scenario"}``.
     dropped : rows not used, by reason (``background``, ``unknown``, ``unlabeled``...).
+    profile : feature profile name (``"zeek"`` or ``"cicflowmeter"``, see :mod:`edgebot.features`).
     """
 
     X: np.ndarray
@@ -61,6 +62,7 @@ class FlowTable:
     families: np.ndarray
     files: list[dict] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    profile: str = "zeek"
 
     def __len__(self) -> int:
         return len(self.y)
@@ -68,7 +70,7 @@ class FlowTable:
     def take(self, idx: np.ndarray) -> "FlowTable":
         """Rows ``idx`` as a new table (files and dropped counts are kept)."""
         return FlowTable(self.X[idx], self.y[idx], self.ts[idx], self.hosts[idx], self.captures[idx],
-                         self.families[idx], self.files, self.dropped)
+                         self.families[idx], self.files, self.dropped, self.profile)
 
     def capture_families(self) -> dict[str, str]:
         """Each capture's family: the most common family of its malicious rows (``""`` if none)."""
@@ -154,7 +156,9 @@ def load_flows(
     ----------
     paths
         Zeek-like flow files (IoT-23 logs or CSVs, Stratosphere labeled logs, Zeek conn logs
-        with labels); compressed files are fine.
+        with labels), or CICFlowMeter CSVs (the ``cicflowmeter`` profile; they have no hosts or
+        times, so file order stands for time and each file is one capture); compressed files are
+        fine. All files must be of one profile.
     families
         File -> family of its malicious rows (``--family FILE=NAME``); overrides the IoT-23 table.
     progress
@@ -167,7 +171,7 @@ def load_flows(
     Raises
     ------
     DataError
-        No files, CICFlowMeter files (no per-host windows), or no labeled rows at all.
+        No files, Zeek-like and CICFlowMeter files mixed, or no labeled rows at all.
     DataFormatError, SourceError
         From the readers: a file that is not a flow log, or cannot be opened.
     """
@@ -178,17 +182,20 @@ def load_flows(
     paths = [Path(p) for p in paths]
     if not paths:
         raise DataError("no data files given; pass one or more labeled flow logs")
-    records: list[FlowRecord] = []
+    records: list[FlowRecord | CicFlowRecord] = []
+    profile = None
     files: list[dict] = []
     dropped: Counter = Counter()
     for path in tqdm(paths, desc="loading flows", unit="file", disable=not progress, leave=False):
         rows, readers = read_flows([path], families=families)
         reader = readers[0]
-        if reader.format == "cicflowmeter":
+        file_profile = profile_for_format(reader.format)
+        if profile is not None and file_profile is not profile:
             raise DataError(
-                f"{path}: CICFlowMeter CSVs have no hosts or timestamps for per-host windows; "
-                "train on Zeek-style flow logs (IoT-23, Stratosphere)"
+                f"{path} is a {reader.format} file ({file_profile.name} profile) but the files before it are of the "
+                f"{profile.name} profile; their features differ, train on one kind at a time"
             )
+        profile = file_profile
         kept = 0
         for record in rows:
             if record.is_labeled:
@@ -214,15 +221,24 @@ def load_flows(
             "(e.g. IoT-23 conn.log.labeled)"
         )
     captures = np.array([r.scenario or Path(r.source).name for r in records], dtype=object)
+    if profile.sequence == "feature-axis":  # no host or time columns: file order is time
+        log.info("%s profile: no hosts or timestamps; file order stands for time, each file is a capture",
+                 profile.name)
+        ts = np.array([r.line for r in records], dtype=np.float64)
+        hosts = np.array([f"{c}|-" for c in captures], dtype=object)
+    else:
+        ts = np.array([r.ts for r in records], dtype=np.float64)
+        hosts = np.array([f"{c}|{r.orig_h}" for c, r in zip(captures, records)], dtype=object)
     return FlowTable(
-        X=featurize(records),
+        X=profile.featurize(records),
         y=np.array([r.label == MALICIOUS for r in records], dtype=np.int8),
-        ts=np.array([r.ts for r in records], dtype=np.float64),
-        hosts=np.array([f"{c}|{r.orig_h}" for c, r in zip(captures, records)], dtype=object),
+        ts=ts,
+        hosts=hosts,
         captures=captures,
         families=np.array([(r.family or "") if r.label == MALICIOUS else "" for r in records], dtype=object),
         files=files,
         dropped=dict(dropped),
+        profile=profile.name,
     )
 
 
@@ -435,7 +451,8 @@ class PartArrays:
 
     Attributes
     ----------
-    windows : ``(n, T, F) float32`` scaled window ending at each flow.
+    windows : ``(n, T, F) float32`` scaled window ending at each flow (``(n, F, 1)`` under the
+        ``feature-axis`` layout of the cicflowmeter profile).
     last : ``(n, F) float32`` scaled features of each flow (= each window's last row).
     y : ``(n,) int8`` labels.
     families, hosts, captures : ``(n,)`` str.
@@ -452,12 +469,12 @@ class PartArrays:
 
 
 def part_arrays(table: FlowTable, idx: np.ndarray, scaler: MinMaxScaler, window: int) -> PartArrays:
-    """Scale one part and build its per-host windows from that part's rows only.
+    """Scale one part and build its per-host windows (or feature-axis sequences) from that part's rows only.
 
     Windows are made per part, so no window straddles the split.
     """
     last = scaler.transform(table.X[idx])
-    windows = make_windows(last, table.hosts[idx], table.ts[idx], window)
+    windows = model_sequences(last, get_profile(table.profile).sequence, table.hosts[idx], table.ts[idx], window)
     return PartArrays(windows, last, table.y[idx], table.families[idx], table.hosts[idx],
                       table.captures[idx], table.ts[idx])
 

@@ -20,8 +20,8 @@ import numpy as np
 
 import edgebot
 from edgebot.errors import DataError
-from edgebot.features import FEATURE_NAMES, N_FEATURES, MinMaxScaler, featurizer_info
-from edgebot.fusion import FUSER_INPUT_NAMES, FUSER_RAW_FEATURES, fuser_inputs, raw_feature_index, reconstruction_error
+from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
+from edgebot.fusion import FUSER_RAW_FEATURES, fuser_input_names, fuser_inputs, raw_feature_index, reconstruction_error
 from edgebot.train.data import (
     FlowTable,
     PartArrays,
@@ -93,6 +93,11 @@ class TrainConfig:
 #: Monotone constraints of the XGBoost fuser over FUSER_INPUT_NAMES: +1 on the hybrid's
 #: probability and the anomaly score, free on the raw features.
 FUSER_MONOTONE = (1, 1) + (0,) * len(FUSER_RAW_FEATURES)
+
+
+def fuser_monotone(profile: FeatureProfile) -> tuple[int, ...]:
+    """:data:`FUSER_MONOTONE` for a feature profile's fuser inputs."""
+    return (1, 1) + (0,) * len(profile.fuser_raw_features)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -270,7 +275,11 @@ def train_run(
     Parameters
     ----------
     paths
-        Labeled Zeek-style flow logs (IoT-23, Stratosphere); compressed files are fine.
+        Labeled Zeek-style flow logs (IoT-23, Stratosphere), or labeled CICFlowMeter CSVs
+        (CICIDS2017; the ``cicflowmeter`` profile); compressed files are fine. The profile is
+        detected from the files. CICFlowMeter rows have no host or time columns: the networks
+        see each flow's features as the sequence (``feature-axis``, ``window`` is 1), file order
+        stands for time and each file is a capture.
     out
         Run dir to create. It is written to a temporary sibling and renamed when complete; a
         previous run dir at that path is replaced, any other existing directory is refused.
@@ -330,6 +339,12 @@ def train_run(
     table = load_flows(paths, families=families, progress=progress)
     n_loaded = len(table)
     check_classes(table)
+    profile = get_profile(table.profile)
+    if profile.sequence == "feature-axis":
+        if window != 1:
+            log.info("%s profile: no hosts or timestamps, so no per-host windows; the networks read each flow's "
+                     "%d features as a sequence (--window %d is not used)", profile.name, profile.n_features, window)
+        window = 1
     if cfg.max_flows_per_capture:
         table = table.take(subsample_per_capture(table, cfg.max_flows_per_capture))
     the_split = make_split(table, split, seed=seed)
@@ -381,9 +396,10 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     tr, va, te = (part_arrays(table, getattr(split, name), scaler, window) for name in ("train", "val", "test"))
     t = state.lap("windows", t)
     t = _fit_baselines(state, tr, va, te, cfg, seed, progress, t)
-    t = _fit_networks(state, tr, va, te, window, cfg, seed, progress, t)
+    profile = get_profile(table.profile)
+    t = _fit_networks(state, tr, va, te, window, cfg, seed, progress, t, profile.sequence == "feature-axis")
     t = _fit_autoencoder(state, tr, va, te, cfg, progress, t)
-    t = _fit_fusers(state, va, te, cfg, seed, progress, t)
+    t = _fit_fusers(state, va, te, cfg, seed, progress, t, profile)
     _set_thresholds(state, va, fpr_budget)
     metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
                         fpr_budget=fpr_budget, cfg=cfg)
@@ -392,7 +408,7 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     state.lap("save", t)
     state.timings["total"] = round(time.monotonic() - started, 2)
     write_json(run / "timings.json", state.timings)
-    _write_report(run, state, te, metrics)
+    _write_report(run, state, te, metrics, profile)
     return metrics
 
 
@@ -412,13 +428,15 @@ def _fit_baselines(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArra
 
 
 def _fit_networks(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArrays, window: int, cfg: TrainConfig,
-                  seed: int, progress: bool, t: float) -> float:
+                  seed: int, progress: bool, t: float, feature_axis: bool = False) -> float:
     """CNN-only, LSTM-only and the CNN-LSTM hybrid over windows, early-stopped on validation loss."""
     from edgebot.train import models as nets
 
     builders = {"cnn": nets.build_cnn, "lstm": nets.build_lstm, "cnn_lstm": nets.build_cnn_lstm}
+    steps, channels = tr.windows.shape[1:]  # (T, F) host windows, or (F, 1) along the feature axis
     for name, build in builders.items():
-        model = nets.compile_classifier(build(window, N_FEATURES, seed=seed), cfg.learning_rate)
+        extra = {"pool": nets.FEATURE_AXIS_POOL} if feature_axis and name == "cnn_lstm" else {}
+        model = nets.compile_classifier(build(steps, channels, seed=seed, **extra), cfg.learning_rate)
         state.histories[name] = nets.fit_network(
             model, tr.windows, tr.y.astype(np.float32), va.windows, va.y.astype(np.float32), epochs=cfg.epochs,
             patience=cfg.patience, batch_size=cfg.batch_size, progress=progress)
@@ -433,7 +451,7 @@ def _fit_autoencoder(state: _Trained, tr: PartArrays, va: PartArrays, te: PartAr
     """The autoencoder on benign flows only; its threshold from benign validation errors only."""
     from edgebot.train import models as nets
 
-    ae = nets.compile_autoencoder(nets.build_autoencoder(N_FEATURES), cfg.learning_rate)
+    ae = nets.compile_autoencoder(nets.build_autoencoder(tr.last.shape[1]), cfg.learning_rate)
     benign_tr, benign_va = tr.last[tr.y == 0], va.last[va.y == 0]
     state.histories["autoencoder"] = nets.fit_network(
         ae, benign_tr, benign_tr, benign_va, benign_va, epochs=cfg.epochs, patience=cfg.patience,
@@ -448,14 +466,14 @@ def _fit_autoencoder(state: _Trained, tr: PartArrays, va: PartArrays, te: PartAr
 
 
 def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, progress: bool,
-                t: float) -> float:
+                t: float, profile: FeatureProfile) -> float:
     """XGBoost and Random Forest fusers, trained on validation rows (never seen by the base models).
 
     Their validation scores are out-of-fold, so the thresholds set on them are honest.
     """
-    raw_index = raw_feature_index(FEATURE_NAMES, FUSER_RAW_FEATURES)
-    if len(raw_index) != len(FUSER_RAW_FEATURES):
-        missing = sorted(set(FUSER_RAW_FEATURES) - set(FEATURE_NAMES))
+    raw_index = raw_feature_index(profile.feature_names, profile.fuser_raw_features)
+    if len(raw_index) != len(profile.fuser_raw_features):
+        missing = sorted(set(profile.fuser_raw_features) - set(profile.feature_names))
         raise DataError(f"the featurizer lacks the fuser's raw features {missing}; update edgebot.fusion")
     inputs = {
         part: fuser_inputs(scores["cnn_lstm"], scores["autoencoder"] / state.ae_threshold, arrays.last, raw_index)
@@ -463,7 +481,7 @@ def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfi
     }
     makers = {
         "fused": lambda: _xgb_classifier(cfg.fuser_trees, cfg.fuser_max_depth, seed, cfg.threads,
-                                         monotone=FUSER_MONOTONE if cfg.fuser_monotone else None),
+                                         monotone=fuser_monotone(profile) if cfg.fuser_monotone else None),
         "fused_rf": lambda: _rf_classifier(cfg.fuser_rf_trees, 8, seed, cfg.threads, min_leaf=2),
     }
     for name, make in makers.items():
@@ -514,7 +532,9 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
         "flows_used": len(table),
         "dropped_unlabeled": table.dropped,
     }
-    metrics["config"] = {"window": window, "seed": seed, "quick": quick, "fpr_budget": fpr_budget,
+    profile = get_profile(table.profile)
+    metrics["config"] = {"window": window, "profile": profile.name, "sequence": profile.sequence,
+                         "seed": seed, "quick": quick, "fpr_budget": fpr_budget,
                          "label_mode": "binary", **asdict(cfg)}
     return metrics
 
@@ -531,12 +551,14 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
     state.models["xgboost"].get_booster().save_model(str(run / "xgboost_flow.json"))
     joblib.dump(state.models["fused_rf"], run / "fuser_rf.joblib")
     joblib.dump(state.models["random_forest"], run / "random_forest.joblib")
+    profile = get_profile(table.profile)
     spec = {
-        "featurizer": featurizer_info(),
+        "featurizer": profile.info(),
         "scaler": scaler.to_dict(),
         "window": window,
-        "fuser_raw_features": list(FUSER_RAW_FEATURES),
-        "fuser_inputs": list(FUSER_INPUT_NAMES),
+        "sequence": profile.sequence,
+        "fuser_raw_features": list(profile.fuser_raw_features),
+        "fuser_inputs": list(fuser_input_names(profile)),
         "ae_threshold": state.ae_threshold,
         "fused_threshold": state.thresholds["fused"],
         "hybrid_threshold": state.thresholds["cnn_lstm"],
@@ -564,16 +586,17 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
     write_json(run / "metrics.json", metrics)
 
 
-def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict) -> None:
+def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, profile: FeatureProfile) -> None:
     from edgebot.train.report import write_report
 
+    names = profile.feature_names
     importance = {
         "XGBoost on single flows (gain)":
-            dict(zip(FEATURE_NAMES, state.models["xgboost"].feature_importances_.tolist())),
+            dict(zip(names, state.models["xgboost"].feature_importances_.tolist())),
         "Random Forest on single flows (impurity)":
-            dict(zip(FEATURE_NAMES, state.models["random_forest"].feature_importances_.tolist())),
+            dict(zip(names, state.models["random_forest"].feature_importances_.tolist())),
         "XGBoost fuser inputs (gain)":
-            dict(zip(FUSER_INPUT_NAMES, state.models["fused"].feature_importances_.tolist())),
+            dict(zip(fuser_input_names(profile), state.models["fused"].feature_importances_.tolist())),
     }
     write_report(run, metrics, labels=te.y, scores=state.test_scores, history=state.histories,
                  importance=importance, timings=state.timings)

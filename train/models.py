@@ -27,14 +27,23 @@ def _head(x, dense: int, dropout: float, seed: int):
     return layers.Dense(1, activation="sigmoid", name="prob")(x)
 
 
+#: Max-pooling between the hybrid's Conv1D and LSTM along the feature axis (cicflowmeter profile):
+#: 77 steps become 19, so the unrolled LSTM stays small (bundle size) and int8-accurate.
+FEATURE_AXIS_POOL = 4
+
+
 def build_cnn_lstm(window: int, n_features: int, *, filters: int = 32, kernel: int = 3, units: int = 32,
-                   dense: int = 16, dropout: float = 0.2, seed: int = 0) -> keras.Model:
+                   dense: int = 16, dropout: float = 0.2, pool: int = 1, seed: int = 0) -> keras.Model:
     """The hybrid: Conv1D over each step's features, then an unrolled LSTM over the steps.
 
-    Input ``(None, T, F) float32`` scaled windows; output ``(None, 1)`` probability of malicious.
+    Input ``(None, T, F) float32`` scaled windows (``(None, F, 1)`` along the feature axis);
+    output ``(None, 1)`` probability of malicious. ``pool > 1`` max-pools the convolution's
+    output over the steps before the LSTM (used along the feature axis).
     """
     inputs = keras.Input(shape=(window, n_features), name="windows")
     x = layers.Conv1D(filters, kernel, padding="same", activation="relu", name="conv")(inputs)
+    if pool > 1:
+        x = layers.MaxPooling1D(pool, name="pool")(x)
     x = layers.LSTM(units, unroll=True, name="lstm")(x)
     return keras.Model(inputs, _head(x, dense, dropout, seed), name="cnn_lstm")
 

@@ -255,8 +255,16 @@ def _sections(metrics: dict, timings: Optional[Mapping[str, float]]) -> list[tup
                  + (f", {data['flows_used']:,} used (subsampled per capture)" if data["flows_used"] != data["flows_labeled"] else "")
                  + (f"; dropped (not benign/malicious): {data['dropped_unlabeled']}" if data["dropped_unlabeled"] else ""))
     cfg = metrics["config"]
-    lines.append(f"- window {cfg['window']} flows per host, seed {cfg['seed']}, "
-                 f"{'quick' if cfg['quick'] else 'full'} configuration, up to {cfg['epochs']} epochs with early stopping")
+    if cfg.get("sequence") == "feature-axis":
+        lines.append(f"- feature profile **{cfg['profile']}**: the rows have no host or time columns, so the networks "
+                     "cannot follow a host; they read **the feature axis as the sequence** (each flow's features as a "
+                     "sequence of one value, the usual CNN-LSTM formulation on CICIDS2017), and file order stands "
+                     "for time (each file is one capture)")
+        lines.append(f"- seed {cfg['seed']}, {'quick' if cfg['quick'] else 'full'} configuration, "
+                     f"up to {cfg['epochs']} epochs with early stopping")
+    else:
+        lines.append(f"- window {cfg['window']} flows per host, seed {cfg['seed']}, "
+                     f"{'quick' if cfg['quick'] else 'full'} configuration, up to {cfg['epochs']} epochs with early stopping")
     lines.append(f"- thresholds: {metrics['threshold_policy']}.")
     out.append(("Run", lines))
 
@@ -436,6 +444,9 @@ def format_summary(metrics: dict, run_dir: Optional[Any] = None) -> str:
     budget = metrics["fpr_budget"]
     lines = [f"split {split['name']}" + (" (LEAKY: the paper's protocol)" if split["leaky"] else "")
              + "; " + ", ".join(f"{p} {s['flows']:,}" for p, s in split["sizes"].items())]
+    if metrics.get("config", {}).get("sequence") == "feature-axis":
+        lines.append(f"profile {metrics['config']['profile']}: no hosts or times, the networks read the feature axis "
+                     "as the sequence; file order stands for time")
     lines.append(f"thresholds chosen on validation at FPR budget {budget:g}; test-set metrics (%):")
     lines.append(f"  {'model':<24}{'acc':>7}{'prec':>7}{'rec':>7}{'F1':>7}{'FPR':>7}{'ROC AUC':>9}")
     for name, m in metrics["models"].items():

@@ -21,15 +21,26 @@ class FlowFileSource(FlowSource):
     """Every flow of a flow file (Zeek log, IoT-23 CSV, CICFlowMeter CSV), read once (``--csv``).
 
     Labels in the file are ignored by the agent; malformed rows are counted, as the readers do.
+    ``profile`` (the bundle's feature profile, ``"zeek"`` or ``"cicflowmeter"``) makes a file of
+    the other profile a one-line :class:`SourceError` at open time.
     """
 
-    def __init__(self, path: str | os.PathLike, *, accept_cic: bool = False):
+    def __init__(self, path: str | os.PathLike, *, accept_cic: bool = False, profile: Optional[str] = None):
+        from edgebot.features import profile_for_format
         from edgebot.readers import open_flows
 
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"{self.path}: no such file")
         self.reader = open_flows(self.path)
+        if profile is not None:
+            file_profile = profile_for_format(self.reader.format).name
+            if file_profile != profile:
+                raise SourceError(
+                    f"{self.path} is a {self.reader.format} file ({file_profile} profile) but the bundle was trained on "
+                    f"the {profile} profile: feed it {profile} flows or use a {file_profile} bundle"
+                )
+            accept_cic = profile == "cicflowmeter"
         self.accept_cic = accept_cic
         self._description = f"{self.reader.format} file {self.path.name}"
         self._stop = threading.Event()
