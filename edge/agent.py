@@ -274,8 +274,6 @@ class Agent:
         X = self.bundle.scale(featurize(flows))
         W = self.windows.push_many([f.orig_h for f in flows], X)
         scores = self.bundle.score(W)
-        done = time.perf_counter()
-        self._latencies.extend([(done - t) * 1000.0 for t in pending_t])
         ends = [f.ts + (f.duration or 0.0) for f in flows]
         latest = max(ends)
         if latest > self._flow_clock:
@@ -294,6 +292,9 @@ class Agent:
         messages.extend(incidents.tick(self._flow_clock))
         self._flows += len(flows)
         self._publish(messages)
+        # latency: from the source handing over the flow to its verdict being published (or not needed)
+        done = time.perf_counter()
+        self._latencies.extend([(done - t) * 1000.0 for t in pending_t])
         self.sink.check()  # refused credentials or TLS end the run with a clear error
 
     def score_pending_rows(self) -> None:
