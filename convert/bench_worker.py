@@ -33,16 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
+    from edgebot.edge.agent import peak_rss_mb
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return peak_rss_mb()
 
 
 def _time_calls(fn, repeat: int, warmup: int) -> list[float]:

@@ -370,7 +370,7 @@ def render(res: dict) -> str:
             L.append(f"| {cap} | error: {v['error']} | | | |")
             continue
         L.append(f"| {cap} | {v['days']:.2f} | {v['hosts']} | {v['new_incidents']} | {v['per_device_per_day']:.2f} |")
-    L += ["", "## Targets", ""] + targets(res) + ["", "## What we learn", "", WRITEUP]
+    L += ["", "## Targets", ""] + targets(res) + ["", "## What we learn", "", _writeup()]
     return "\n".join(L) + "\n"
 
 
@@ -395,8 +395,10 @@ def targets(res: dict) -> list[str]:
     return out
 
 
-WRITEUP = (Path(__file__).with_name("writeup.md").read_text() if Path(__file__).with_name("writeup.md").exists()
-           else "(see benchmarks/detection/writeup.md)")
+def _writeup() -> str:
+    """The hand-written analysis (benchmarks/detection/writeup.md), placed under the tables."""
+    path = Path(__file__).with_name("writeup.md")
+    return path.read_text() if path.exists() else "(no write-up yet)"
 
 
 def main(argv=None) -> int:
@@ -405,7 +407,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out-md", default=str(REPO / "benchmarks" / "DETECTION.md"))
     ap.add_argument("--out-dir", default=str(REPO / "benchmarks" / "detection"))
+    ap.add_argument("--render-only", action="store_true", help="rewrite DETECTION.md from OUT_DIR/results.json")
     args = ap.parse_args(argv)
+    if args.render_only:
+        Path(args.out_md).write_text(render(json.loads((Path(args.out_dir) / "results.json").read_text())))
+        print(f"wrote {args.out_md}")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     run_study(args.quick, args.seed, Path(args.out_md), Path(args.out_dir))
