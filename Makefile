@@ -43,7 +43,7 @@ bench: install
 	$(PY) benchmarks/run_bench.py demo-out/bundle --run-dir demo-out/run
 
 detection: install
-	$(PY) benchmarks/detection/study.py
+	$(PY) benchmarks/detection/run.py
 
 clean:
 	rm -rf build dist *.egg-info demo-out runs .pytest_cache

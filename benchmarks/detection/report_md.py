@@ -11,7 +11,7 @@ import numpy as np
 log = logging.getLogger("edgebot.detection")
 
 HERE = Path(__file__).resolve().parent
-WRITEUP = HERE / "writeup.md"
+WRITEUP = HERE / "findings.md"
 MODELS = ["random_forest", "cnn", "lstm", "cnn_lstm", "xgboost", "fused"]
 EXTRA = ["autoencoder", "fused_rf"]
 LABEL = {"random_forest": "Random Forest", "cnn": "CNN-only", "lstm": "LSTM-only", "cnn_lstm": "CNN-LSTM",
@@ -145,7 +145,7 @@ def figures(res: dict, fig_dir: Path) -> None:
         for i, r in enumerate(rows):
             for j, k in enumerate(cols):
                 c = res["matrix"][r][k]
-                ax.text(j, i, f"{c['metric']}\n{c['int8']:.3f}" + ("\n(trained)" if c["in_training"] else ""),
+                ax.text(j, i, f"{c['metric']}\n{c['int8']:.3f}" + ("\n(trained; last 20%)" if c["in_training"] else ""),
                         ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(cols)), [k.replace("family: ", "fam: ") for k in cols], rotation=30, ha="right",
                       fontsize=8)
@@ -314,5 +314,5 @@ def render(res: dict) -> str:
     if WRITEUP.exists():
         L.append(WRITEUP.read_text().strip())
     else:
-        L.append("(no write-up yet: `benchmarks/detection/writeup.md`)")
+        L.append("(no write-up yet: `benchmarks/detection/findings.md`)")
     return "\n".join(L) + "\n"
