@@ -235,17 +235,9 @@ def export_fuser(run_dir: Path, out: Path, n_inputs: int) -> None:
     BundleError
         The fuser cannot be read or takes another number of inputs than the fusion layer gives.
     """
-    import xgboost
+    from edgebot.bundle import load_booster
 
-    try:
-        booster = xgboost.Booster(model_file=str(run_dir / "fuser.json"))
-    except xgboost.core.XGBoostError as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable"
-        raise BundleError(f"{run_dir / 'fuser.json'} is not an XGBoost model ({first}): retrain the run")
-    if booster.num_features() != n_inputs:
-        raise BundleError(
-            f"the run's fuser takes {booster.num_features()} inputs, the fusion layer gives {n_inputs}: retrain the run"
-        )
+    booster = load_booster(run_dir / "fuser.json", n_inputs, remedy="retrain the run")
     booster.save_model(str(out / FUSER_FILE))
 
 

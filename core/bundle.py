@@ -404,7 +404,9 @@ class Bundle:
         return np.asarray(self._booster.inplace_predict(X), dtype=np.float32).reshape(len(X))
 
 
-def _load_booster(path: Path, n_inputs: int, num_threads: int) -> Any:
+def load_booster(path: Path, n_inputs: int, num_threads: int = 1, remedy: str | None = None) -> Any:
+    """Load an XGBoost fuser and check it takes ``n_inputs`` columns; ``remedy`` ends the error messages."""
+    remedy = remedy or _RECONVERT
     try:
         from edgebot.lean import import_xgboost
 
@@ -415,10 +417,10 @@ def _load_booster(path: Path, n_inputs: int, num_threads: int) -> Any:
         booster = xgboost.Booster(model_file=str(path))
     except xgboost.core.XGBoostError as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable"
-        raise BundleError(f"{path.name} is not an XGBoost model ({first}): {_RECONVERT}")
+        raise BundleError(f"{path.name} is not an XGBoost model ({first}): {remedy}")
     if booster.num_features() != n_inputs:
         raise BundleError(
-            f"{path.name} takes {booster.num_features()} inputs but the manifest's fuser has {n_inputs}: {_RECONVERT}"
+            f"{path.name} takes {booster.num_features()} inputs but the fusion layer gives {n_inputs}: {remedy}"
         )
     booster.set_param({"nthread": num_threads})
     return booster
@@ -484,7 +486,7 @@ def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: in
     fuser_file = manifest["fuser"].get("file", FUSER_FILE)
     if fuser_file not in manifest["files"]:
         raise BundleError(f"fuser.file {fuser_file} is not among the manifest's files: {_RECONVERT}")
-    booster = _load_booster(path / fuser_file, 2 + len(raw), num_threads)
+    booster = load_booster(path / fuser_file, 2 + len(raw), num_threads)
     bundle_id = sha256_file(path / MANIFEST)[:12]
     from edgebot import __version__
 
