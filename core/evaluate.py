@@ -58,9 +58,19 @@ def binary_rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     fp = int(np.sum(~t & p))
     fn = int(np.sum(t & ~p))
     tn = int(np.sum(~t & ~p))
+    cm = [[tn, fp], [fn, tp]]
+    return {**rates_from_confusion(cm), "confusion": cm}
 
-    def ratio(num: int, den: int) -> float:
-        return float(num / den) if den else 0.0
+
+def rates_from_confusion(cm: list[list[int]]) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and FPR of a confusion matrix ``[[tn, fp], [fn, tp]]``.
+
+    Undefined ratios (a zero denominator) are 0.0.
+    """
+    (tn, fp), (fn, tp) = cm
+
+    def ratio(num: float, den: float) -> float:
+        return float(num / den) if den > 0 else 0.0
 
     return {
         "accuracy": ratio(tp + tn, tp + tn + fp + fn),
@@ -68,7 +78,6 @@ def binary_rates(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
         "recall": ratio(tp, tp + fn),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
         "fpr": ratio(fp, fp + tn),
-        "confusion": [[tn, fp], [fn, tp]],
     }
 
 

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 
 from edgebot.errors import DataError
+from edgebot.evaluate import binary_rates, rates_from_confusion
 
 log = logging.getLogger(__name__)
 
@@ -35,36 +36,16 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> list[list[int]]:
     y_true, y_pred
         ``(n,)`` arrays of 0/1 (or bool).
     """
-    t = _as_binary(y_true)
-    p = _as_binary(y_pred)
-    if t.shape != p.shape:
-        raise DataError(f"y_true has {t.size} rows but y_pred has {p.size}")
-    tp = int(np.sum(t & p))
-    fp = int(np.sum(~t & p))
-    fn = int(np.sum(t & ~p))
-    tn = int(np.sum(~t & ~p))
-    return [[tn, fp], [fn, tp]]
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 else 0.0
+    return binary_rates(_as_binary(y_true), _as_binary(y_pred))["confusion"]
 
 
 def rates(cm: list[list[int]]) -> dict[str, float]:
     """Accuracy, precision, recall, F1 and false-positive rate from a confusion matrix.
 
-    Undefined ratios (a zero denominator) are reported as 0.0.
+    Undefined ratios (a zero denominator) are reported as 0.0. The same arithmetic as the
+    gateway's ``edgebot eval`` (one implementation, in the core).
     """
-    (tn, fp), (fn, tp) = cm
-    precision = _ratio(tp, tp + fp)
-    recall = _ratio(tp, tp + fn)
-    return {
-        "accuracy": _ratio(tp + tn, tp + tn + fp + fn),
-        "precision": precision,
-        "recall": recall,
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "fpr": _ratio(fp, fp + tn),
-    }
+    return rates_from_confusion(cm)
 
 
 def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
