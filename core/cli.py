@@ -225,17 +225,29 @@ def convert(run_dir, out, max_f1_drop, force) -> None:
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--learn", "learn", metavar="DURATION", default=None,
+              help="Replay the first DURATION of each capture (e.g. 6h, 30m) as the site's learning period.")
 @handle_errors
-def evaluate(bundle_dir, paths, as_json) -> None:
+def evaluate(bundle_dir, paths, as_json, learn) -> None:
     """Score labeled flows with a bundle (the deployed int8 path) and print the metrics.
+
+    Besides the flow metrics it says what the gateway would do: the incidents its own rule
+    raises per host, false incidents per benign device per day and the detection delay of
+    every infected host. --learn replays the first part of each capture as the site's
+    learning period, as a gateway that was switched on at the capture's start.
 
     \b
     Example:
       edgebot eval bundles/iot23 data/iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz
     """
     from edgebot.evaluate import evaluate_bundle, format_evaluation
+    from edgebot.site import parse_duration
 
-    result = evaluate_bundle(bundle_dir, list(paths))
+    try:
+        learn_s = parse_duration(learn) if learn else 0.0
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--learn")
+    result = evaluate_bundle(bundle_dir, list(paths), learn_s=learn_s)
     if as_json:
         _echo_json(result)
     else:

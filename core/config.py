@@ -23,6 +23,8 @@ from typing import Any, ClassVar, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from edgebot.errors import ConfigError
+from edgebot.incidents import EvidenceRule
+from edgebot.site import SiteSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,6 +37,7 @@ __all__ = [
     "ScoringConfig",
     "LimitsConfig",
     "IncidentsConfig",
+    "SiteConfig",
     "MqttConfig",
     "JsonlConfig",
     "MqttUrl",
@@ -123,14 +126,67 @@ class LimitsConfig:
     max_active_flows: int = 20_000
 
 
+_RULE = EvidenceRule()
+_SITE = SiteSettings()
+
+
 @dataclass
 class IncidentsConfig:
-    """``[incidents]``: how flagged flows become new/update/end incidents per host."""
+    """``[incidents]``: the evidence rule that turns flagged flows into new/update/end incidents per host.
+
+    The defaults are :class:`edgebot.incidents.EvidenceRule`'s (one default per setting).
+    """
 
     update_interval_s: float = 30.0
     quiet_period_s: float = 300.0
-    min_malicious_flows: int = 3
     max_peers: int = 5
+    """Example peer addresses carried in each message."""
+    window_s: float = _RULE.window_s
+    confident_fraction: float = _RULE.confident_fraction
+    confident_flows: int = _RULE.confident_flows
+    confident_share: float = _RULE.confident_share
+    scan_destinations: int = _RULE.scan_destinations
+    scan_ports: int = _RULE.scan_ports
+    scan_failed_share: float = _RULE.scan_failed_share
+    flood_rate: float = _RULE.flood_rate
+    flood_burst: float = _RULE.flood_burst
+    beacon_flows: int = _RULE.beacon_flows
+    beacon_jitter: float = _RULE.beacon_jitter
+    beacon_min_excess: float = _RULE.beacon_min_excess
+    high_confidence: float = _RULE.high_confidence
+    max_pending_hosts: int = _RULE.max_pending_hosts
+    max_open_incidents: int = _RULE.max_open_incidents
+    max_peers_tracked: int = _RULE.max_peers_tracked
+
+    def rule(self) -> EvidenceRule:
+        """The :class:`EvidenceRule` these settings describe."""
+        return EvidenceRule.from_config(self)
+
+
+@dataclass
+class SiteConfig:
+    """``[site]``: site learning (per-device baselines and thresholds) and where its profile lives.
+
+    The defaults are :class:`edgebot.site.SiteSettings`'s (one default per setting).
+    """
+
+    learn_s: float = _SITE.learn_s
+    """Learning period of the site from its first flow; 0 disables site learning."""
+    device_learn_s: float = _SITE.device_learn_s
+    """Learning period of a device first seen after the site's."""
+    quantile: float = _SITE.quantile
+    min_support: int = _SITE.min_support
+    min_learned_flows: int = _SITE.min_learned_flows
+    max_threshold: float = _SITE.max_threshold
+    max_devices: int = _SITE.max_devices
+    max_peers: int = _SITE.max_peers
+    save_interval_s: float = _SITE.save_interval_s
+    persist: str = "auto"
+    """``auto`` (keep the profile in the state dir for live sources, not for file replays), ``yes`` or ``no``."""
+
+    def settings(self) -> SiteSettings:
+        """The :class:`SiteSettings` these settings describe."""
+        return SiteSettings.from_config(self)
 
 
 @dataclass(repr=False)
@@ -203,6 +259,9 @@ class AgentConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     incidents: IncidentsConfig = field(default_factory=IncidentsConfig)
+    site: SiteConfig = field(default_factory=SiteConfig)
+    state_dir: str | None = _path()
+    """Where the site profile, allow rules and MQTT queue live; default ``$STATE_DIRECTORY`` or XDG state."""
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     jsonl: JsonlConfig = field(default_factory=JsonlConfig)
     config_path: str | None = field(default=None, metadata={"internal": True})
@@ -221,11 +280,21 @@ class AgentConfig:
         """``mqtt.client_id`` or ``edgebot-<gateway_id>``."""
         return self.mqtt.client_id or f"edgebot-{self.gateway_id}"
 
+    def state_path(self) -> Path:
+        """``state_dir`` or :func:`default_state_dir`."""
+        return Path(self.state_dir) if self.state_dir else default_state_dir()
+
+    def persist_site(self) -> bool:
+        """Whether the site profile is kept in the state dir (``site.persist``; ``auto``: live sources only)."""
+        if self.site.persist == "auto":
+            return self.source.kind in ("iface", "zeek_log")
+        return self.site.persist == "yes"
+
     def mqtt_queue_path(self) -> Path:
         """``mqtt.queue_path`` or ``<state dir>/mqtt-queue-<gateway_id>.sqlite``."""
         if self.mqtt.queue_path:
             return Path(self.mqtt.queue_path)
-        return default_state_dir() / f"mqtt-queue-{self.gateway_id}.sqlite"
+        return self.state_path() / f"mqtt-queue-{self.gateway_id}.sqlite"
 
     def problems(self) -> list[str]:
         """Every semantic problem (missing source, bad numbers, files that do not exist...)."""
@@ -591,6 +660,16 @@ def _problems(config: AgentConfig) -> list[str]:
     at_least("incidents.update_interval_s", config.incidents.update_interval_s, 0.001)
     at_least("incidents.quiet_period_s", config.incidents.quiet_period_s, 0.001)
     at_least("incidents.max_peers", config.incidents.max_peers, 0)
+    try:
+        config.incidents.rule()
+    except ValueError as exc:
+        problems.append(str(exc))
+    try:
+        config.site.settings()
+    except ValueError as exc:
+        problems.append(str(exc))
+    if config.site.persist not in ("auto", "yes", "no"):
+        problems.append(f"site.persist: must be auto, yes or no, got {config.site.persist!r}")
 
     mqtt = config.mqtt
     if mqtt.url is not None:

@@ -32,7 +32,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Keys of the dict :func:`evaluate_bundle` returns (``edgebot eval --json``), pinned by a test.
 RESULT_KEYS: tuple[str, ...] = (
     "accuracy", "precision", "recall", "f1", "fpr", "confusion", "threshold", "flows", "families",
-    "hosts", "bundle", "files",
+    "hosts", "incidents", "bundle", "files",
 )
 
 
@@ -158,8 +158,61 @@ def evaluate_scores(y_true: np.ndarray, scores: np.ndarray, threshold: float, fa
     return out
 
 
+def capture_incidents(bundle: Any, records: Sequence[Any], scores: np.ndarray, *, learn_s: float = 0.0,
+                      rule: Any = None, site_settings: Any = None) -> dict[str, Any]:
+    """What the gateway would do with one capture: its incidents through the agent's own rule.
+
+    The capture's flows (labeled or not, as the gateway sees them) go through
+    :class:`edgebot.judge.FlowJudge` in end-time order with a fresh site profile that learns for
+    the first ``learn_s`` seconds of the capture (0: no learning), then are compared with the labels.
+
+    Parameters
+    ----------
+    bundle
+        The loaded bundle (its id and threshold).
+    records
+        ``(n,)`` flow records of one capture.
+    scores
+        ``(n,)`` fused scores of those records.
+    learn_s
+        Learning period at the start of the capture (``edgebot eval --learn``).
+    rule, site_settings
+        :class:`edgebot.incidents.EvidenceRule` and :class:`edgebot.site.SiteSettings` (defaults when None).
+
+    Returns
+    -------
+    dict
+        :func:`edgebot.judge.incident_outcomes` plus ``messages`` (counts by type) and ``learn_s``.
+    """
+    from dataclasses import replace
+
+    from edgebot.judge import FlowJudge, incident_outcomes, replay_flows
+    from edgebot.site import SiteProfile, SiteSettings
+
+    site = None
+    if learn_s > 0:
+        settings = replace(site_settings or SiteSettings(), learn_s=float(learn_s))
+        site = SiteProfile(bundle.bundle_id, bundle.threshold, settings)
+    judge = FlowJudge.build("eval", {"id": bundle.bundle_id, "version": bundle.version}, bundle.threshold, rule,
+                            site=site)
+    hosts = [r.orig_h for r in records]
+    ends = [r.ts + (r.duration or 0.0) for r in records]
+    messages = replay_flows(judge, hosts, ends, np.asarray(scores, dtype=np.float64).tolist(),
+                            [r.resp_h for r in records], [r.resp_p for r in records], [r.proto for r in records],
+                            [r.conn_state for r in records])
+    out = incident_outcomes(messages, hosts, ends, [r.label == MALICIOUS for r in records],
+                            [r.is_labeled for r in records])
+    kinds: dict[str, int] = defaultdict(int)
+    for m in messages:
+        kinds[m["type"]] += 1
+    out["messages"] = dict(kinds)
+    out["learn_s"] = float(learn_s)
+    out["suppressed_while_learning"] = int(judge.tracker.events.get("suppressed_while_learning", 0))
+    return out
+
+
 def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: bool = False,
-                    bundle: Any = None) -> dict[str, Any]:
+                    bundle: Any = None, learn_s: float = 0.0) -> dict[str, Any]:
     """Score labeled flow files with a bundle, exactly as the gateway would, and measure it.
 
     Parameters
@@ -173,6 +226,9 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
         Raise on the first malformed row instead of skipping it.
     bundle
         An already loaded :class:`edgebot.bundle.Bundle` (skips loading ``bundle_dir``).
+    learn_s
+        Replay the first ``learn_s`` seconds of each capture as the site's learning period when
+        counting incidents (``--learn``); 0 counts them without learning.
 
     Returns
     -------
@@ -181,7 +237,9 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
         ``[[tn, fp], [fn, tp]]``, ``threshold``, ``flows`` (counts), ``families``
         (``{family: {flows, detected, recall}}``), ``hosts`` (``{"capture|ip": {flows,
         malicious_flows, alerts, max_score, truth, verdict, outcome}}``), ``bundle`` (id, path,
-        runtime) and ``files`` (per-file rows, labeled rows, skipped rows).
+        runtime), ``files`` (per-file rows, labeled rows, skipped rows) and ``incidents`` (what the
+        gateway would raise, per capture, with its own rule: :func:`capture_incidents`; ``totals``
+        over captures: false incidents per benign device per day, infected hosts detected, delays).
 
     Raises
     ------
@@ -201,6 +259,7 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
     if not paths:
         raise DataError("no data files given; pass one or more labeled flow logs")
     ys, scores, families, hosts, files = [], [], [], [], []
+    incidents: dict[str, dict] = {}
     for path in paths:
         records, readers = read_flows([path], strict=strict)
         reader = readers[0]
@@ -224,8 +283,13 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
             W = bundle.sequences(X[labeled])
         else:
             keys = [f"{r.scenario or capture}|{r.orig_h}" for r in records]
-            W = bundle.sequences(X, keys, np.array([r.ts for r in records], dtype=np.float64))[labeled]
-        s = bundle.score(W)
+            W = None
+        if profile.sequence == "feature-axis":
+            s = bundle.score(W)
+        else:
+            s_all = bundle.score(bundle.sequences(X, keys, np.array([r.ts for r in records], dtype=np.float64)))
+            s = s_all[labeled]
+            incidents[capture] = capture_incidents(bundle, records, s_all, learn_s=learn_s)
         kept = [r for r, keep in zip(records, labeled) if keep]
         ys.append(np.array([r.label == MALICIOUS for r in kept], dtype=np.int8))
         scores.append(s)
@@ -241,7 +305,28 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
     result["bundle"] = {"path": str(bundle.path), "id": bundle.bundle_id, "version": bundle.version,
                         "runtime": f"{bundle.runtime} {bundle.runtime_version}", "window": bundle.window}
     result["files"] = files
+    result["incidents"] = {"learn_s": float(learn_s), "captures": incidents, "totals": _incident_totals(incidents)}
     return {k: result[k] for k in RESULT_KEYS}
+
+
+def _incident_totals(captures: dict[str, dict]) -> dict[str, Any]:
+    """False incidents and detection over every capture's incidents."""
+    devices = sum(c["benign_devices"] for c in captures.values())
+    device_days = sum(c["benign_devices"] * c["days"] for c in captures.values())
+    false = sum(c["false_incidents"] for c in captures.values())
+    infected = [f"{name}|{h}" for name, c in captures.items() for h in c["infected_hosts"]]
+    detected = [f"{name}|{h}" for name, c in captures.items() for h in c["infected_detected"]]
+    delays = [d for c in captures.values() for d in c["delays_s"].values() if d is not None]
+    return {
+        "benign_devices": devices,
+        "false_incidents": false,
+        "devices_with_false_incidents": sum(len(c["devices_with_false_incidents"]) for c in captures.values()),
+        "false_incidents_per_device_per_day": false / device_days if device_days > 0 else 0.0,
+        "infected_hosts": len(infected),
+        "infected_detected": len(detected),
+        "missed": sorted(set(infected) - set(detected)),
+        "max_delay_s": max(delays) if delays else None,
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -284,6 +369,27 @@ def format_evaluation(result: dict[str, Any], max_hosts: int = 20) -> str:
                          f"{h['flows']:>7}  {h['alerts']:>7}  {h['max_score']:.3f}")
         if len(hosts) > max_hosts:
             lines.append(f"  ... {len(hosts) - max_hosts} more hosts (all of them with --json)")
+    inc = result.get("incidents") or {}
+    if inc.get("captures"):
+        learn = inc["learn_s"]
+        tot = inc["totals"]
+        lines += ["", "what the gateway would raise (its incident rule" +
+                  (f", learning the first {learn / 3600:g} h of each capture):" if learn else ", no learning period):")]
+        for name, c in inc["captures"].items():
+            fi = ", ".join(c["devices_with_false_incidents"][:5]) or "none"
+            lines.append(f"  {name}: {c['false_incidents']} false incident(s) on {c['benign_devices']} benign "
+                         f"device(s) over {c['days']:.2f} days ({fi})")
+            shown = c["infected_hosts"][:max_hosts]
+            for h in shown:
+                d = c["delays_s"][h]
+                lines.append(f"    infected {h}: " + (f"incident after {d:.0f} s" if d is not None else "NO incident"))
+            if len(c["infected_hosts"]) > len(shown):
+                rest = c["infected_hosts"][len(shown):]
+                found = sum(1 for h in rest if c["delays_s"][h] is not None)
+                lines.append(f"    ... {len(rest)} more infected hosts ({found} with an incident; all with --json)")
+        lines.append(f"  total: {tot['false_incidents']} false incident(s), "
+                     f"{tot['false_incidents_per_device_per_day']:.2f} per benign device per day; infected hosts "
+                     f"detected {tot['infected_detected']} of {tot['infected_hosts']}")
     skipped = sum(f["skipped"] for f in result["files"])
     if skipped:
         lines += ["", f"{skipped} malformed rows skipped (see `edgebot data summary`)"]

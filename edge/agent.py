@@ -21,6 +21,9 @@ from edgebot.windows import HostWindows
 
 log = logging.getLogger(__name__)
 
+#: Seconds (wall time) between housekeeping steps: allow-rule reloads, site profile saves.
+HOUSEKEEPING_S = 1.0
+
 #: Host key of rows without a host column (CICFlowMeter CSVs scored by a cicflowmeter bundle).
 ROWS_HOST = "-"
 
@@ -72,6 +75,7 @@ class AgentSummary:
     verdict_latency_ms: dict = field(default_factory=dict)
     evictions: dict = field(default_factory=dict)
     sink: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=dict)
     source_stats: dict = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     stopped_by_signal: bool = False
@@ -89,7 +93,7 @@ class AgentSummary:
             "source": self.source, "flows": self.flows, "packets": self.packets, "seconds": self.seconds,
             "flows_per_s": self.flows_per_s, "packets_per_s": self.packets_per_s, "incidents": self.incidents,
             "flagged_hosts": self.flagged_hosts, "verdict_latency_ms": self.verdict_latency_ms,
-            "evictions": self.evictions, "sink": self.sink, "source_stats": self.source_stats,
+            "evictions": self.evictions, "evidence": self.evidence, "sink": self.sink, "source_stats": self.source_stats,
             "peak_rss_mb": self.peak_rss_mb, "stopped_by_signal": self.stopped_by_signal,
         }
 
@@ -139,6 +143,10 @@ class Agent:
         self._pending_t: list[float] = []
         self._latencies: deque = deque(maxlen=100_000)
         self._incident_latest: dict[str, dict] = {}
+        self.judge: Any = None
+        self.site: Any = None
+        self._last_housekeeping = 0.0
+        self._last_site_save = 0.0
         self._flow_clock = 0.0
         self._feature_axis = False  # cicflowmeter bundles: rows are scored alone (score_pending_rows)
         self._flows = 0
@@ -174,18 +182,32 @@ class Agent:
         self.windows = HostWindows(self.bundle.window, self.bundle.n_features, max_hosts=self.cfg.limits.max_hosts)
 
     def init_incidents(self) -> None:
-        from edgebot.edge.incidents import IncidentTracker
+        """The evidence rule, the site profile (learning) and the operator's allow rules: one :class:`FlowJudge`."""
+        from edgebot.allow import AllowList
+        from edgebot.judge import FlowJudge
+        from edgebot.site import SiteProfile
 
-        inc = self.cfg.incidents
-        self.incidents = IncidentTracker(
-            gateway_id=self.cfg.gateway_id,
-            model={"id": self.bundle.bundle_id, "version": self.bundle.version},
-            threshold=self.threshold,
-            update_interval_s=inc.update_interval_s,
-            quiet_period_s=inc.quiet_period_s,
-            min_malicious_flows=getattr(inc, "min_malicious_flows", 1),
-            max_peers=inc.max_peers,
-        )
+        cfg = self.cfg
+        inc = cfg.incidents
+        state_dir = cfg.state_path()
+        settings = cfg.site.settings()
+        if self._persist_site and settings.learn_s + settings.device_learn_s > 0:
+            site = SiteProfile.load(state_dir, self.bundle.bundle_id, self.bundle.threshold, settings)
+        else:
+            site = SiteProfile(self.bundle.bundle_id, self.bundle.threshold, settings)
+        self.judge = FlowJudge.build(
+            cfg.gateway_id, {"id": self.bundle.bundle_id, "version": self.bundle.version}, self.threshold,
+            inc.rule(), update_interval_s=inc.update_interval_s, quiet_period_s=inc.quiet_period_s,
+            max_peers_listed=inc.max_peers, site=site, allow=AllowList(state_dir))
+        self.incidents = self.judge.tracker
+        self.site = self.judge.site
+        if self.site is not None:
+            log.info("site learning: %s, %d device(s) known, profile %s", "on", len(self.site.devices),
+                     "kept in " + str(state_dir) if self._persist_site else "not kept (file replay)")
+
+    @property
+    def _persist_site(self) -> bool:
+        return bool(getattr(self.cfg, "persist_site", lambda: False)())
 
     def init_sinks(self) -> None:
         if self.sink is None:
@@ -248,6 +270,8 @@ class Agent:
                     self._pending_t.append(now)
                     if len(self._pending) >= batch_size or now - self._pending_t[0] >= max_delay:
                         self.score_pending()
+                if now - self._last_housekeeping >= HOUSEKEEPING_S:
+                    self.housekeeping(now)
                 if stats_every and now - self._last_stats >= stats_every:
                     self.publish_stats(now - t0)
                 if self._stop.is_set():
@@ -278,17 +302,12 @@ class Agent:
         latest = max(ends)
         if latest > self._flow_clock:
             self._flow_clock = latest
-        incidents = self.incidents
-        threshold = incidents.threshold
-        observe = incidents.observe
-        open_hosts = incidents.open_hosts
+        observe = self.judge.observe
         messages: list[dict] = []
         for flow, score, end in zip(flows, scores.tolist(), ends):
-            if score >= threshold:
-                peer = f"{flow.resp_h}:{flow.resp_p}/{flow.proto}"
-                messages.extend(observe(flow.orig_h, end, score, peer, _CommunityId(flow)))
-            elif flow.orig_h in open_hosts:  # a benign flow of a host without an incident changes nothing
-                messages.extend(observe(flow.orig_h, end, score))
+            messages.extend(observe(flow.orig_h, end, score, flow.resp_h, flow.resp_p, flow.proto, flow.conn_state,
+                                    _CommunityId(flow)))
+        incidents = self.incidents
         messages.extend(incidents.tick(self._flow_clock))
         self._flows += len(flows)
         self._publish(messages)
@@ -330,6 +349,24 @@ class Agent:
         self._publish(messages)
         self.sink.check()
 
+    def housekeeping(self, now: float) -> None:
+        """Once a second: apply changed allow rules; save the site profile every ``site.save_interval_s``."""
+        self._last_housekeeping = now
+        if self.judge is None:
+            return
+        self._publish(self.judge.apply_allow_changes())
+        if self.site is not None and self._persist_site and self.site.dirty and \
+                now - self._last_site_save >= self.site.settings.save_interval_s:
+            self.save_site(now)
+
+    def save_site(self, now: Optional[float] = None) -> None:
+        """Write the site profile to the state dir (a failure is logged, never fatal)."""
+        self._last_site_save = time.perf_counter() if now is None else now
+        try:
+            self.site.save(self.cfg.state_path())
+        except OSError as exc:
+            log.warning("cannot save the site profile in %s: %s", self.cfg.state_path(), exc)
+
     def _publish(self, messages: list[dict]) -> None:
         for msg in messages:
             self._incident_latest[msg["incident_id"]] = msg
@@ -366,6 +403,7 @@ class Agent:
             "queue_depth": sink.get("queued", 0),
             "evictions": {"hosts": self.windows.evictions, "flows": src.get("flows_evicted", 0)},
             "open_incidents": self.incidents.open_incidents,
+            "evidence": self.judge.stats() if self.judge is not None else {},
             "rss_mb": round(current_rss_mb(), 1),
             "time": time.time(),
         }
@@ -400,6 +438,10 @@ class Agent:
         s.flagged_hosts = self.flagged_hosts()
         s.verdict_latency_ms = percentiles(list(self._latencies))
         s.evictions = {"hosts": self.windows.evictions if self.windows else 0, "flows": src.get("flows_evicted", 0)}
+        if self.judge is not None:
+            s.evidence = self.judge.stats()
+            if self.site is not None and self._persist_site:
+                self.save_site()
         try:
             if self.sink is not None:
                 self._drain()

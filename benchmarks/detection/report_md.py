@@ -282,7 +282,7 @@ def render(res: dict) -> str:
 
         L += ["## False incidents per benign device per day", "",
               "Each capture's flows through the agent's incident logic with its defaults "
-              "(`IncidentTracker`, `min_malicious_flows=3`, quiet period 300 s; observed in start-time order at "
+              "(the evidence rule of `edgebot.incidents`, its defaults, no learning period; observed in start-time order at "
               "flow end time, ticked on the flow clock). Devices: originating hosts whose labeled flows are all "
               "benign (every host of the honeypots 4-1 and 5-1; the local Windows host of 008/010/011, whose "
               "malicious rows are attacks *from* Internet hosts). `†` = the capture's first 80% trained that row, "

@@ -220,6 +220,10 @@ class ScoredCapture:
     families: np.ndarray
     int8: np.ndarray
     float: np.ndarray
+    dests: list = field(default_factory=list)
+    ports: list = field(default_factory=list)
+    protos: list = field(default_factory=list)
+    states: list = field(default_factory=list)
 
 
 def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int) -> ScoredCapture:
@@ -244,7 +248,8 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
         labeled=np.array([r.is_labeled for r in flows], dtype=bool),
         malicious=np.array([r.label == MALICIOUS for r in flows], dtype=bool),
         families=np.array([(r.family or "") if r.label == MALICIOUS else "" for r in flows], dtype=object),
-        int8=q, float=f)
+        int8=q, float=f, dests=[r.resp_h for r in flows], ports=[r.resp_p for r in flows],
+        protos=[r.proto for r in flows], states=[r.conn_state for r in flows])
 
 
 def eval_mask(sc: ScoredCapture, in_training: bool) -> np.ndarray:
@@ -276,32 +281,29 @@ def cell(y: np.ndarray, q: np.ndarray, f: np.ndarray, q_th: float, f_th: float, 
 
 def false_incidents(sc: ScoredCapture, scores: np.ndarray, threshold: float, devices: list[str],
                     since: float = -np.inf) -> dict:
-    """Feed the agent's incident logic (its defaults) and count ``new`` incidents of benign devices.
+    """Feed the agent's incident rule (:class:`edgebot.judge.FlowJudge`, its defaults, no learning) and
+    count ``new`` incidents of benign devices.
 
-    Flows are observed in start-time order with their end time, as the agent does; the tracker
-    is ticked with the flow clock (the latest end seen) after every flow, so incidents end after
-    the quiet period exactly as on the gateway. Only flows starting at or after ``since`` are
+    Flows are observed in end-time order (:func:`edgebot.judge.replay_flows`), the tracker ticked
+    with the flow clock after every flow, so incidents end after the quiet period exactly as on
+    the gateway. Only flows starting at or after ``since`` are
     observed (their windows still hold the earlier flows, as on a gateway that ran all along).
     """
-    keep = sc.ts >= since
-    sc = ScoredCapture(sc.ts[keep], sc.end[keep], [h for h, k in zip(sc.hosts, keep) if k], sc.labeled[keep],
-                       sc.malicious[keep], sc.families[keep], sc.int8[keep], sc.float[keep])
-    scores = scores[keep]
-    from edgebot.config import IncidentsConfig
-    from edgebot.edge.incidents import IncidentTracker
+    from edgebot.judge import FlowJudge, replay_flows
 
-    d = IncidentsConfig()
-    tracker = IncidentTracker("detection-study", {"id": "study", "version": ""}, threshold, d.update_interval_s,
-                              d.quiet_period_s, d.min_malicious_flows, d.max_peers)
+    keep = sc.ts >= since
+    idx = np.flatnonzero(keep)
+    judge = FlowJudge.build("detection-study", {"id": "study", "version": ""}, threshold)
+    pick = [sc.hosts[i] for i in idx]
+    msgs = replay_flows(judge, pick, sc.end[idx].tolist(), scores[idx].tolist(), [sc.dests[i] for i in idx],
+                        [sc.ports[i] for i in idx], [sc.protos[i] for i in idx], [sc.states[i] for i in idx])
     new: dict[str, int] = {}
-    clock = -np.inf
-    for host, end, s in zip(sc.hosts, sc.end.tolist(), scores.tolist()):
-        msgs = tracker.observe(host, end, s) if (s >= threshold or host in tracker.open_hosts) else []
-        clock = max(clock, end)
-        msgs += tracker.tick(clock)
-        for m in msgs:
-            if m["type"] == "new":
-                new[m["host"]] = new.get(m["host"], 0) + 1
+    for m in msgs:
+        if m["type"] == "new":
+            new[m["host"]] = new.get(m["host"], 0) + 1
+    sc = ScoredCapture(sc.ts[keep], sc.end[keep], pick, sc.labeled[keep], sc.malicious[keep], sc.families[keep],
+                       sc.int8[keep], sc.float[keep])
+    scores = scores[keep]
     days = float((sc.end.max() - sc.ts.min()) / 86400.0)
     per_device = {h: new.get(h, 0) / days for h in devices}
     total = sum(new.get(h, 0) for h in devices)

@@ -1,0 +1,639 @@
+"""Evidence before an incident: per host, flagged flows accumulate evidence over a time window; a rule opens it.
+
+One implementation for ``edgebot run``, ``edgebot eval`` and the detection study. A flow is
+*flagged* when its fused score reaches the host's threshold (the bundle's, or the higher one the
+site profile learned for that device) and *confident* when it reaches most of the way from that
+threshold to 1. Flagged flows of a host feed its :class:`HostEvidence` over ``window_s`` seconds
+of flow time; an incident opens when one of the rules of :class:`EvidenceRule` fires:
+
+``confident``
+    ``confident_flows`` confident flows within the window, at least ``confident_share`` of the
+    host's flows (a C&C channel, an exfiltration; not three odd flows of a busy host).
+``scan``
+    flagged flows to ``scan_destinations`` distinct addresses, or ``scan_ports`` distinct ports
+    of one address, within the window, most of them failed (a horizontal or vertical scan).
+``flood``
+    flagged flows sustained at ``flood_rate`` per second (a leaky bucket of ``flood_burst``).
+``beacon``
+    ``beacon_flows`` flagged flows to one peer at regular intervals (coefficient of variation of
+    the gaps at most ``beacon_jitter``), well above the threshold.
+
+Each rule's measure divided by its bar is its *strength*; an incident opens at strength 1, or,
+while the site is still learning, only at ``high_confidence`` (high-confidence evidence). The
+messages say which rules fired and with which measures. Everything is bounded: hosts with
+pending evidence, open incidents and peers per incident have caps; what is evicted or dropped is
+counted in :attr:`IncidentTracker.events`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable, KeysView, Optional, Protocol, Union
+
+log = logging.getLogger(__name__)
+
+SEVERITIES = ("low", "medium", "high", "critical")
+RULES = ("confident", "scan", "flood", "beacon")
+#: Zeek connection states of a failed attempt (no answer, refused, half-open).
+FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
+#: Source addresses that name no host (DHCP discover, IPv6 duplicate address detection): scored, never an incident.
+UNATTRIBUTABLE = frozenset({"0.0.0.0", "::", ""})
+
+CommunityId = Union[str, Callable[[], Optional[str]], None]
+
+
+@dataclass(frozen=True)
+class EvidenceRule:
+    """The rule that turns flagged flows into an incident; every bar in one place.
+
+    Attributes
+    ----------
+    window_s
+        Evidence horizon in seconds of flow time.
+    confident_fraction
+        A flagged flow is confident when ``score >= threshold + confident_fraction * (1 - threshold)``.
+    confident_flows
+        Confident flows within the window that open an incident...
+    confident_share
+        ...when they are at least this share of the host's flows since its evidence began (decayed
+        over the window): a few confident flows lost in a busy host's thousands are not evidence.
+    scan_destinations, scan_ports
+        Distinct destination addresses (or ports of one address) among flagged flows in the window.
+    scan_failed_share
+        Share of those flows that must have failed (``FAILED_STATES``) for a scan.
+    flood_rate, flood_burst
+        Flagged flows per second sustained, and the burst the leaky bucket holds before it fires.
+    beacon_flows, beacon_jitter, beacon_min_excess
+        Flagged flows to one peer, the largest coefficient of variation of their gaps, and the
+        smallest mean excess (share of the way from threshold to 1) of a beacon's flows.
+    high_confidence
+        Strength that opens an incident while the site profile is learning; evidence this strong
+        is never learned as normal.
+    max_pending_hosts
+        Hosts with evidence but no incident (least recently seen evicted first).
+    max_open_incidents
+        Open incidents (the quietest is ended with reason ``evicted`` first).
+    max_peers_tracked
+        Distinct peers counted per incident (later new peers are counted as dropped).
+    """
+
+    window_s: float = 300.0
+    confident_fraction: float = 0.9
+    confident_flows: int = 3
+    confident_share: float = 0.1
+    scan_destinations: int = 16
+    scan_ports: int = 16
+    scan_failed_share: float = 0.5
+    flood_rate: float = 5.0
+    flood_burst: float = 100.0
+    beacon_flows: int = 8
+    beacon_jitter: float = 0.15
+    beacon_min_excess: float = 0.5
+    high_confidence: float = 3.0
+    max_pending_hosts: int = 10_000
+    max_open_incidents: int = 1_000
+    max_peers_tracked: int = 256
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"incidents.{spec.name} must be a positive number, got {value!r}")
+        if not (self.confident_fraction < 1.0 and self.scan_failed_share <= 1.0 and self.confident_share <= 1.0):
+            raise ValueError("incidents.confident_fraction must be below 1, scan_failed_share and confident_share "
+                             "at most 1")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "EvidenceRule":
+        """The rule from an object with the same attribute names (e.g. the agent's ``[incidents]``)."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if hasattr(cfg, f.name)})
+
+    @property
+    def confident_memory(self) -> int:
+        """Confident-flow timestamps kept per host: enough to measure strengths up to 8 (critical)."""
+        return int(math.ceil(self.confident_flows * max(8.0, self.high_confidence)))
+
+    def confident_level(self, threshold: float) -> float:
+        """The score from which a flow of a host with this threshold is confident."""
+        return threshold + self.confident_fraction * (1.0 - threshold)
+
+
+class _Peer:
+    """Flagged flows of one host to one destination address within the window (bounded per host)."""
+
+    __slots__ = ("last", "count", "failed", "ports", "gap_mean", "gap_m2", "excess")
+
+    def __init__(self, ts: float) -> None:
+        self.last = ts
+        self.count = 0
+        self.failed = 0
+        self.ports: dict[int, None] = {}
+        self.gap_mean = 0.0
+        self.gap_m2 = 0.0
+        self.excess = 0.0
+
+
+class HostEvidence:
+    """What one host's flagged flows amount to over the evidence window.
+
+    Memory is bounded whatever the traffic: at most ``2 * scan_destinations`` destinations, each
+    with at most ``2 * scan_ports`` ports, and :attr:`EvidenceRule.confident_memory` timestamps.
+    """
+
+    __slots__ = ("first", "last", "confident", "peers", "bucket", "bucket_ts", "mass", "mass_ts", "flagged",
+                 "max_score", "last_strength", "conf_seen", "seen_ts")
+
+    def __init__(self, rule: EvidenceRule, ts: float) -> None:
+        self.first = ts
+        self.last = ts
+        self.confident: deque[float] = deque(maxlen=rule.confident_memory)
+        self.peers: OrderedDict[str, _Peer] = OrderedDict()
+        self.bucket = 0.0
+        self.bucket_ts = ts
+        self.mass = 0.0
+        self.mass_ts = ts
+        self.flagged = 0
+        self.max_score = 0.0
+        self.last_strength = 0.0
+        self.conf_seen = 0.0  # confident flows, decayed over the window like the host's activity
+        self.seen_ts = ts
+
+    def note_confident(self, rule: EvidenceRule, ts: float) -> None:
+        dt = ts - self.seen_ts
+        if dt > 0:
+            self.conf_seen *= math.exp(-dt / rule.window_s)
+            self.seen_ts = ts
+        self.conf_seen += 1.0
+
+    def add(self, rule: EvidenceRule, ts: float, score: float, excess: float, confident: bool, dest: str,
+            port: int, failed: bool) -> None:
+        """Record one flagged flow that ended at ``ts``."""
+        self.flagged += 1
+        if confident:
+            self.note_confident(rule, ts)
+        self.first = min(self.first, ts)
+        self.last = max(self.last, ts)
+        self.max_score = max(self.max_score, score)
+        if confident:
+            self.confident.append(ts)
+        # leaky bucket for sustained volume; decayed excess mass for the message
+        dt = max(0.0, ts - self.bucket_ts)
+        self.bucket = max(0.0, self.bucket - dt * rule.flood_rate) + 1.0
+        self.bucket_ts = max(self.bucket_ts, ts)
+        dm = max(0.0, ts - self.mass_ts)
+        self.mass = self.mass * math.exp(-dm / rule.window_s) + excess
+        self.mass_ts = max(self.mass_ts, ts)
+        peers = self.peers
+        peer = peers.get(dest)
+        if peer is None:
+            self._prune(rule, ts)
+            if len(peers) >= 2 * rule.scan_destinations:
+                peers.popitem(last=False)
+            peer = peers[dest] = _Peer(ts)
+        else:
+            peers.move_to_end(dest)
+            gap = ts - peer.last
+            if gap > 0:  # Welford over the gaps between flows to this peer
+                n = peer.count  # gaps so far + 1
+                delta = gap - peer.gap_mean
+                peer.gap_mean += delta / n
+                peer.gap_m2 += delta * (gap - peer.gap_mean)
+            peer.last = max(peer.last, ts)
+        peer.count += 1
+        peer.failed += failed
+        peer.excess += excess
+        if port not in peer.ports:
+            if len(peer.ports) >= 2 * rule.scan_ports:
+                peer.ports.pop(next(iter(peer.ports)))
+            peer.ports[port] = None
+
+    def _prune(self, rule: EvidenceRule, now: float) -> None:
+        """Forget destinations last seen before the window."""
+        horizon = now - rule.window_s
+        stale = [d for d, p in self.peers.items() if p.last < horizon]
+        for d in stale:
+            del self.peers[d]
+
+    def measures(self, rule: EvidenceRule, now: float, activity: float = 0.0) -> dict[str, float]:
+        """Each rule's measure at flow time ``now`` (the unit of its bar).
+
+        ``activity`` is the host's flow count decayed over the window (every flow, flagged or not);
+        the confident rule needs its confident flows to be a share of it.
+        """
+        horizon = now - rule.window_s
+        conf = self.confident
+        confident = sum(1 for t in conf if t >= horizon)
+        live = [p for p in self.peers.values() if p.last >= horizon]
+        flows = sum(p.count for p in live)
+        failed = sum(p.failed for p in live)
+        destinations = len(live)
+        ports = max((len(p.ports) for p in live), default=0)
+        beacon = 0.0
+        for p in live:
+            gaps = p.count - 1
+            if gaps >= 2 and p.gap_mean > 0 and p.excess / p.count >= rule.beacon_min_excess:
+                cv = math.sqrt(p.gap_m2 / gaps) / p.gap_mean
+                if cv <= rule.beacon_jitter:
+                    beacon = max(beacon, float(p.count))
+        failed_ok = flows > 0 and failed / flows >= rule.scan_failed_share
+        bucket = max(0.0, self.bucket - max(0.0, now - self.bucket_ts) * rule.flood_rate)
+        conf_now = self.conf_seen * math.exp(-max(0.0, now - self.seen_ts) / rule.window_s)
+        share = conf_now / activity if activity > 0 else 1.0
+        return {
+            "confident": float(confident) if share >= rule.confident_share else 0.0,
+            "confident_flows": float(confident),
+            "confident_share": share,
+            "scan": float(max(destinations / rule.scan_destinations, ports / rule.scan_ports)) if failed_ok else 0.0,
+            "flood": bucket / rule.flood_burst,
+            "beacon": beacon / rule.beacon_flows,
+            "flows": float(flows),
+            "destinations": float(destinations),
+            "ports": float(ports),
+            "failed": float(failed),
+        }
+
+    def strength(self, rule: EvidenceRule, now: float, activity: float = 0.0) -> tuple[float, dict[str, float]]:
+        """The strongest rule's measure over its bar, and every measure."""
+        m = self.measures(rule, now, activity)
+        strengths = {"confident": m["confident"] / rule.confident_flows, "scan": m["scan"], "flood": m["flood"],
+                     "beacon": m["beacon"]}
+        return max(strengths.values()), {**m, **{f"{k}_strength": v for k, v in strengths.items()}}
+
+
+class DeviceThresholds(Protocol):
+    """What the tracker asks of a site profile (see :class:`edgebot.site.SiteProfile`)."""
+
+    def threshold(self, host: str) -> float: ...
+
+    def learning(self, host: str, ts: float) -> bool: ...
+
+    def is_usual_peer(self, host: str, peer: str) -> bool: ...
+
+
+@dataclass
+class _Incident:
+    incident_id: str
+    host: str
+    first_seen: float
+    opened: float
+    last_seen: float
+    last_flagged: float
+    threshold: float
+    during_learning: bool
+    flows: int = 0
+    flagged_flows: int = 0
+    max_score: float = 0.0
+    last_score: float = 0.0
+    last_update_sent: float = 0.0
+    strength: float = 0.0
+    fired: list = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+    peers: Counter = field(default_factory=Counter)
+    peers_dropped: int = 0
+    community_id: CommunityId = None
+    updates: int = 0
+
+
+def severity_for(strength: float, max_score: float, flagged_flows: int) -> str:
+    """Map an incident's evidence to a severity.
+
+    ``critical``: strength at least 8 (e.g. 24 confident flows in the window) or a score of at
+    least 0.99 over 20+ flagged flows; ``high``: strength at least 3 (high-confidence evidence);
+    ``medium``: strength at least 1.5; else ``low``.
+    """
+    if strength >= 8.0 or (max_score >= 0.99 and flagged_flows >= 20):
+        return "critical"
+    if strength >= 3.0:
+        return "high"
+    if strength >= 1.5:
+        return "medium"
+    return "low"
+
+
+class IncidentTracker:
+    """Turns scored flows into incident messages (``new``, ``update``, ``end``) with the evidence rule.
+
+    Time is flow time (packet or log timestamps), so pcap replay gives the same incidents as
+    live capture of the same traffic.
+
+    Parameters
+    ----------
+    gateway_id, model
+        Copied into every message (``model`` is ``{"id": ..., "version": ...}``).
+    threshold
+        The bundle's fused-score threshold; a host's own threshold is never below it.
+    rule
+        The evidence rule (:class:`EvidenceRule`; its defaults when None).
+    update_interval_s
+        At most one ``update`` per incident per this many seconds.
+    quiet_period_s
+        An incident ends when its host had no flagged flow for this long.
+    max_peers_listed
+        Remote endpoints listed in a message.
+    site
+        Per-device thresholds and learning state (:class:`edgebot.site.SiteProfile`); None: the
+        bundle's threshold for everyone and no learning.
+    """
+
+    def __init__(self, gateway_id: str, model: dict, threshold: float, rule: Optional[EvidenceRule] = None,
+                 update_interval_s: float = 30.0, quiet_period_s: float = 300.0, max_peers_listed: int = 5,
+                 site: Optional[DeviceThresholds] = None):
+        self.gateway_id = gateway_id
+        self.model = model
+        self.threshold = float(threshold)
+        self.rule = rule or EvidenceRule()
+        self.update_interval_s = float(update_interval_s)
+        self.quiet_period_s = float(quiet_period_s)
+        self.max_peers_listed = int(max_peers_listed)
+        self.site = site
+        self._open: OrderedDict[str, _Incident] = OrderedDict()
+        self._pending: OrderedDict[str, HostEvidence] = OrderedDict()
+        self._activity: dict[str, list[float]] = {}
+        #: Messages made, by type (``new``, ``update``, ``end``).
+        self.counts: Counter = Counter()
+        #: Everything else worth counting: evictions, drops, suppressed evidence.
+        self.events: Counter = Counter()
+
+    # ------------------------------------------------------------------------------ queries
+    @property
+    def open_incidents(self) -> int:
+        return len(self._open)
+
+    @property
+    def open_hosts(self) -> KeysView[str]:
+        """Hosts with an open incident (a live view): only their unflagged flows need :meth:`observe`."""
+        return self._open.keys()
+
+    def note(self, host: str, ts: float) -> None:
+        """Count one flow of ``host`` (every flow, flagged or not): the activity the confident share needs.
+
+        Bounded: the least recently active of more than ``max_pending_hosts`` hosts is forgotten.
+        """
+        act = self._activity.get(host)
+        if act is None:
+            self._activity[host] = [1.0, ts]
+            if len(self._activity) > self.rule.max_pending_hosts:
+                del self._activity[next(iter(self._activity))]
+            return
+        dt = ts - act[1]
+        if dt > 0:
+            act[0] = act[0] * math.exp(-dt / self.rule.window_s) + 1.0
+            act[1] = ts
+        else:
+            act[0] += 1.0
+
+    def activity(self, host: str, now: float) -> float:
+        """``host``'s flows decayed over the window at ``now`` (0 when never :meth:`note`-d)."""
+        act = self._activity.get(host)
+        if act is None:
+            return 0.0
+        return act[0] * math.exp(-max(0.0, now - act[1]) / self.rule.window_s)
+
+    @property
+    def pending_hosts(self) -> int:
+        """Hosts with evidence that has not (yet) opened an incident."""
+        return len(self._pending)
+
+    def host_threshold(self, host: str) -> float:
+        """The threshold a flow of ``host`` is flagged at (never below the bundle's)."""
+        if self.site is None:
+            return self.threshold
+        return max(self.threshold, self.site.threshold(host))
+
+    def open_incident(self, host: str) -> Optional[dict]:
+        """The current state of ``host``'s open incident as a message body (None if none)."""
+        inc = self._open.get(host)
+        return None if inc is None else self._body(inc)
+
+    # ------------------------------------------------------------------------------ input
+    def observe(self, host: str, ts: float, score: float, peer: str = "", community_id: CommunityId = None, *,
+                dest: str = "", port: int = 0, conn_state: str = "", threshold: Optional[float] = None,
+                learning: Optional[bool] = None, note: bool = True) -> list[dict]:
+        """Record one scored flow of ``host`` that ended at ``ts``; returns messages to publish.
+
+        Parameters
+        ----------
+        host
+            The originating host.
+        ts
+            Flow end time (seconds).
+        score
+            Fused score, higher = more malicious.
+        peer
+            ``"ip:port/proto"`` of the remote endpoint (listed in messages).
+        community_id
+            The flow's Community ID, or a callable computing it only if a message names it.
+        dest, port, conn_state
+            Destination address, port and Zeek connection state (the scan and beacon rules).
+            ``dest`` defaults to the address part of ``peer``.
+        threshold, learning
+            The host's threshold and learning state when the caller already has them.
+        note
+            Count the flow in the host's activity (False when the caller already did, see :meth:`note`).
+        """
+        if host in UNATTRIBUTABLE:
+            self.events["unattributable_flows"] += 1
+            return []
+        if note:
+            self.note(host, ts)
+        th = self.host_threshold(host) if threshold is None else threshold
+        inc = self._open.get(host)
+        if score < th:
+            if inc is not None:
+                inc.flows += 1
+                inc.last_seen = max(inc.last_seen, ts)
+                inc.last_score = float(score)
+            return []
+        if not dest:
+            dest = peer.rsplit(":", 1)[0] if peer else ""
+        rule = self.rule
+        excess = min(1.0, (score - th) / (1.0 - th)) if th < 1.0 else 1.0
+        confident = score >= rule.confident_level(th)
+        if confident and self.site is not None and dest and self.site.is_usual_peer(host, f"{dest}:{port}"):
+            confident = False  # a peer the device talks to as usual: a borderline flow, not a confident one
+            self.events["usual_peer_flows"] += 1
+        failed = conn_state in FAILED_STATES
+        if inc is not None:
+            self._add(inc, ts, score, peer, community_id)
+            return self._maybe_update(inc, ts)
+        ev = self._pending.get(host)
+        if ev is None or ts - ev.last > rule.window_s:
+            ev = HostEvidence(rule, ts)
+            self._pending[host] = ev
+            if len(self._pending) > rule.max_pending_hosts:
+                self._pending.popitem(last=False)
+                self.events["pending_evicted"] += 1
+        else:
+            self._pending.move_to_end(host)
+        ev.add(rule, ts, float(score), excess, confident, dest, port, failed)
+        strength, measures = ev.strength(rule, ts, self.activity(host, ts))
+        ev.last_strength = strength
+        if learning is None:
+            learning = self.site is not None and self.site.learning(host, ts)
+        bar = rule.high_confidence if learning else 1.0
+        if strength < bar:
+            if learning and strength >= 1.0:
+                self.events["suppressed_while_learning"] += 1
+            return []
+        del self._pending[host]
+        return self._open_new(host, ev, ts, float(score), th, strength, measures, learning, peer, community_id)
+
+    def evidence_strength(self, host: str, now: float) -> float:
+        """Strength of ``host``'s pending evidence at its last flagged flow (0 when none is left at ``now``).
+
+        Site learning asks this for every flow of a learning device, so it is a lookup, not a recount.
+        """
+        ev = self._pending.get(host)
+        if ev is None or now - ev.last > self.rule.window_s:
+            return 0.0
+        return ev.last_strength
+
+    def tick(self, now: float) -> list[dict]:
+        """End incidents quiet for ``quiet_period_s`` at flow time ``now``; drop stale evidence."""
+        ended = [h for h, inc in self._open.items() if now - inc.last_flagged >= self.quiet_period_s]
+        messages = [self._end(h, "quiet") for h in ended]
+        horizon = now - self.rule.window_s
+        while self._pending:  # least recently seen first: stop at the first fresh one
+            host, ev = next(iter(self._pending.items()))
+            if ev.last >= horizon:
+                break
+            del self._pending[host]
+            self.events["pending_expired"] += 1
+        return messages
+
+    def close_all(self, reason: str = "source ended") -> list[dict]:
+        """End every open incident (the source ended or the agent stops)."""
+        return [self._end(h, reason) for h in list(self._open)]
+
+    def forget(self, host: str, reason: str = "allowed") -> list[dict]:
+        """Drop ``host``'s evidence and end its incident (an operator marked it a false alarm)."""
+        self._pending.pop(host, None)
+        return [self._end(host, reason)] if host in self._open else []
+
+    # ------------------------------------------------------------------------------ internals
+    def _open_new(self, host: str, ev: HostEvidence, ts: float, score: float, th: float, strength: float,
+                  measures: dict[str, float], learning: bool, peer: str, community_id: CommunityId) -> list[dict]:
+        """Open ``host``'s incident from its evidence; the flow that fired the rule is already in ``ev``."""
+        fired = [r for r in RULES if measures[f"{r}_strength"] >= 1.0]
+        inc = _Incident(incident_id=self._new_id(host, ev.first), host=host, first_seen=ev.first, opened=ts,
+                        last_seen=max(ts, ev.last), last_flagged=max(ts, ev.last), threshold=th,
+                        during_learning=learning, flows=ev.flagged, flagged_flows=ev.flagged,
+                        max_score=ev.max_score, last_score=score, last_update_sent=ts, strength=strength,
+                        fired=fired, evidence=_round_measures(measures), community_id=community_id)
+        if peer:
+            inc.peers[peer] += 1
+        messages = []
+        if len(self._open) >= self.rule.max_open_incidents:
+            quietest = min(self._open, key=lambda h: self._open[h].last_flagged)
+            messages.append(self._end(quietest, "evicted"))
+            self.events["incidents_evicted"] += 1
+        self._open[host] = inc
+        messages.append(self._message("new", inc))
+        return messages
+
+    def _add(self, inc: _Incident, ts: float, score: float, peer: str, community_id: CommunityId) -> None:
+        """One flagged flow of an open incident."""
+        inc.flows += 1
+        inc.flagged_flows += 1
+        inc.last_seen = max(inc.last_seen, ts)
+        inc.last_flagged = max(inc.last_flagged, ts)
+        inc.last_score = float(score)
+        inc.max_score = max(inc.max_score, float(score))
+        if peer:
+            if peer in inc.peers or len(inc.peers) < self.rule.max_peers_tracked:
+                inc.peers[peer] += 1
+            else:
+                inc.peers_dropped += 1
+                self.events["peers_dropped"] += 1
+        if community_id:
+            inc.community_id = community_id
+
+    def _maybe_update(self, inc: _Incident, ts: float) -> list[dict]:
+        if ts - inc.last_update_sent >= self.update_interval_s:
+            inc.last_update_sent = ts
+            inc.updates += 1
+            return [self._message("update", inc)]
+        return []
+
+    def _end(self, host: str, reason: str) -> dict:
+        inc = self._open.pop(host)
+        msg = self._message("end", inc)
+        msg["reason"] = reason
+        return msg
+
+    def _new_id(self, host: str, ts: float) -> str:
+        raw = f"{self.gateway_id}|{host}|{ts:.6f}".encode()
+        return hashlib.sha1(raw).hexdigest()[:16]
+
+    def _body(self, inc: _Incident) -> dict:
+        return {
+            "type": "state",
+            "incident_id": inc.incident_id,
+            "gateway_id": self.gateway_id,
+            "host": inc.host,
+            "first_seen": round(inc.first_seen, 6),
+            "opened": round(inc.opened, 6),
+            "last_seen": round(inc.last_seen, 6),
+            "flows": inc.flows,
+            "malicious_flows": inc.flagged_flows,
+            "score": round(inc.max_score, 6),
+            "last_score": round(inc.last_score, 6),
+            "threshold": round(inc.threshold, 6),
+            "bundle_threshold": round(self.threshold, 6),
+            "severity": severity_for(inc.strength, inc.max_score, inc.flagged_flows),
+            "rules": list(inc.fired),
+            "strength": round(inc.strength, 3),
+            "evidence": inc.evidence,
+            "during_learning": inc.during_learning,
+            "model": self.model,
+            "peers": [p for p, _ in inc.peers.most_common(self.max_peers_listed)],
+            "peers_dropped": inc.peers_dropped,
+            "community_id": self._community_id(inc),
+        }
+
+    def _message(self, kind: str, inc: _Incident) -> dict:
+        self.counts[kind] += 1
+        msg = self._body(inc)
+        msg["type"] = kind
+        return msg
+
+    @staticmethod
+    def _community_id(inc: _Incident) -> Optional[str]:
+        if callable(inc.community_id):
+            inc.community_id = inc.community_id()
+        return inc.community_id
+
+
+def _round_measures(measures: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in measures.items()}
+
+
+def peer_key(dest: str, port: int) -> str:
+    """The key of a remote endpoint in evidence, site profiles and allow rules: ``"ip:port"``."""
+    return f"{dest}:{port}"
+
+
+def replay_incidents(tracker: IncidentTracker, hosts: Iterable[str], ends: Iterable[float], scores: Iterable[float],
+                     dests: Iterable[str], ports: Iterable[int], states: Iterable[str],
+                     protos: Optional[Iterable[str]] = None) -> list[dict]:
+    """Feed scored flows (in the order given) through a tracker as the agent does; every message.
+
+    The tracker is ticked with the flow clock (the latest end seen) after every flow, so incidents
+    end after the quiet period exactly as on the gateway; open incidents are closed at the end.
+    """
+    messages: list[dict] = []
+    clock = -math.inf
+    protos_it = iter(protos) if protos is not None else None
+    for host, end, score, dest, port, state in zip(hosts, ends, scores, dests, ports, states):
+        proto = next(protos_it) if protos_it is not None else "tcp"
+        messages += tracker.observe(host, end, score, f"{dest}:{port}/{proto}", dest=dest, port=int(port),
+                                    conn_state=state)
+        if end > clock:
+            clock = end
+            messages += tracker.tick(clock)
+    messages += tracker.close_all("source ended")
+    return messages
