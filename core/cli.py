@@ -357,5 +357,10 @@ _groups(bench, {
 _groups(convert, {"Output": ["out", "force"], "Verification": ["max_f1_drop"]})
 
 
+from edgebot import cli_site as _cli_site  # noqa: E402  (the operator's state commands: site, allow)
+
+_cli_site.register(main, handle_errors, CONTEXT_SETTINGS, _echo_json)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

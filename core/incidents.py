@@ -271,7 +271,7 @@ class DeviceThresholds(Protocol):
 
     def learning(self, host: str, ts: float) -> bool: ...
 
-    def is_usual_peer(self, host: str, peer: str) -> bool: ...
+    def is_usual_peer(self, host: str, peer: str, ts: float) -> bool: ...
 
 
 @dataclass
@@ -453,7 +453,7 @@ class IncidentTracker:
         rule = self.rule
         excess = min(1.0, (score - th) / (1.0 - th)) if th < 1.0 else 1.0
         confident = score >= rule.confident_level(th)
-        if confident and self.site is not None and dest and self.site.is_usual_peer(host, f"{dest}:{port}"):
+        if confident and self.site is not None and dest and self.site.is_usual_peer(host, f"{dest}:{port}", ts):
             confident = False  # a peer the device talks to as usual: a borderline flow, not a confident one
             self.events["usual_peer_flows"] += 1
         failed = conn_state in FAILED_STATES

@@ -74,8 +74,9 @@ class FlowJudge:
                 return []  # the hot path: a quiet host's unflagged flow changes nothing more
             return tracker.observe(host, end, score, f"{dest}:{port}/{proto}", community_id, dest=dest, port=port,
                                    conn_state=conn_state, note=False)
-        learning = site.learning(host, end)
-        threshold = site.threshold(host)
+        dev = site.device(host, end)
+        learning = end < dev.learn_until
+        threshold = site.device_threshold(dev, end)
         if score >= threshold or host in tracker.open_hosts:
             msgs = tracker.observe(host, end, score, f"{dest}:{port}/{proto}", community_id, dest=dest, port=port,
                                    conn_state=conn_state, threshold=threshold, learning=learning, note=False)

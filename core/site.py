@@ -212,18 +212,28 @@ class SiteProfile:
             return True
         return ts < dev.learn_until
 
-    def threshold(self, host: str) -> float:
-        """``host``'s threshold: the bundle's while it learns (or learned too little), then its own."""
+    def threshold(self, host: str, ts: Optional[float] = None) -> float:
+        """``host``'s threshold at flow time ``ts`` (its last flow when None): the bundle's while it
+        learns (or when it learned too little), then its own."""
         dev = self.devices.get(host)
-        if dev is None or dev.last_seen < dev.learn_until:
+        if dev is None:
+            return self.bundle_threshold
+        return self.device_threshold(dev, dev.last_seen if ts is None else ts)
+
+    def device_threshold(self, dev: DeviceProfile, ts: float) -> float:
+        """A device's threshold at flow time ``ts`` (see :meth:`threshold`)."""
+        if ts < dev.learn_until:
             return self.bundle_threshold
         return max(self.bundle_threshold, dev.threshold)
 
-    def is_usual_peer(self, host: str, peer: str) -> bool:
-        """True when ``host`` has finished learning and talked to ``peer`` (``"ip:port"``) in
+    def is_usual_peer(self, host: str, peer: str, ts: Optional[float] = None) -> bool:
+        """True when ``host`` has finished learning at ``ts`` and talked to ``peer`` (``"ip:port"``) in
         at least :data:`USUAL_PEER_FLOWS` learned flows."""
         dev = self.devices.get(host)
-        return dev is not None and dev.peers.get(peer, 0) >= USUAL_PEER_FLOWS and dev.last_seen >= dev.learn_until
+        if dev is None:
+            return False
+        when = dev.last_seen if ts is None else ts
+        return when >= dev.learn_until and dev.peers.get(peer, 0) >= USUAL_PEER_FLOWS
 
     # ------------------------------------------------------------------------------ learning
     def device(self, host: str, ts: float) -> DeviceProfile:
@@ -231,6 +241,8 @@ class SiteProfile:
         dev = self.devices.get(host)
         if dev is not None:
             self.devices.move_to_end(host)
+            if ts > dev.last_seen:
+                dev.last_seen = ts
             return dev
         if self.site_start is None:
             self.site_start = ts
@@ -251,8 +263,6 @@ class SiteProfile:
         strength or it has an open incident); it is counted as skipped.
         """
         dev = self.device(host, ts)
-        if ts > dev.last_seen:
-            dev.last_seen = ts
         if ts >= dev.learn_until:
             return
         if not normal:
@@ -396,3 +406,105 @@ def _check(data: Any, bundle_id: str) -> Optional[str]:
     if not isinstance(data.get("devices"), dict):
         return "corrupt (no devices table)"
     return None
+
+
+# ---------------------------------------------------------------------------------- operator requests
+RESET_REQUEST = "site-reset.request.json"
+RECENT_INCIDENTS = "incidents-recent.json"
+#: Incidents kept in :data:`RECENT_INCIDENTS` (for ``edgebot allow --incident``).
+MAX_RECENT_INCIDENTS = 256
+
+
+def request_reset(state_dir: Path, host: Optional[str] = None) -> bool:
+    """Ask for a site (or one device) reset: a request file a running agent applies within a second.
+
+    The saved profile is changed too, for an agent that is not running. Returns True when a saved
+    profile was changed.
+    """
+    from edgebot.statefiles import atomic_write_private
+
+    root = Path(state_dir)
+    req_path = root / RESET_REQUEST
+    try:
+        req = json.loads(req_path.read_text(encoding="utf-8")) if req_path.exists() else {}
+    except (OSError, ValueError):
+        req = {}
+    if not isinstance(req, dict):
+        req = {}
+    if host is None:
+        req = {"all": True}
+    elif not req.get("all"):
+        req["hosts"] = sorted(set(req.get("hosts", [])) | {host})
+    req["requested"] = time.time()
+    atomic_write_private(req_path, json.dumps(req).encode())
+    path = root / PROFILE_FILE
+    if not path.exists():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if host is None:
+            data["devices"], data["site_start"] = {}, None
+        elif host in data.get("devices", {}):
+            del data["devices"][host]
+        else:
+            return False
+        atomic_write_private(path, (json.dumps(data, separators=(",", ":")) + "\n").encode())
+        return True
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
+def take_reset_request(state_dir: Path) -> Optional[list[Optional[str]]]:
+    """The pending reset request (``[None]`` = the whole site, else hosts), removed; None if none."""
+    path = Path(state_dir) / RESET_REQUEST
+    if not path.exists():
+        return None
+    try:
+        req = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        req = {"all": True}
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    if not isinstance(req, dict) or req.get("all"):
+        return [None]
+    return [str(h) for h in req.get("hosts", [])]
+
+
+class RecentIncidents:
+    """The last :data:`MAX_RECENT_INCIDENTS` incidents of a gateway, in the state dir (for ``allow --incident``)."""
+
+    def __init__(self, state_dir: Path):
+        self.path = Path(state_dir) / RECENT_INCIDENTS
+        self.items: OrderedDict[str, dict] = OrderedDict()
+        self.dirty = False
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            for item in data.get("incidents", [])[-MAX_RECENT_INCIDENTS:]:
+                self.items[str(item["incident_id"])] = item
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            pass
+
+    def add(self, msg: dict) -> None:
+        self.items[msg["incident_id"]] = {k: msg.get(k) for k in ("incident_id", "host", "opened", "rules", "peers",
+                                                                    "severity")}
+        self.items.move_to_end(msg["incident_id"])
+        while len(self.items) > MAX_RECENT_INCIDENTS:
+            self.items.popitem(last=False)
+        self.dirty = True
+
+    def save(self) -> None:
+        from edgebot.statefiles import atomic_write_private
+
+        atomic_write_private(self.path, json.dumps({"incidents": list(self.items.values())}).encode())
+        self.dirty = False
+
+
+def known_incident(state_dir: Path, incident_id: str) -> Optional[dict]:
+    """A recent incident by id (or unique id prefix), None if unknown."""
+    items = RecentIncidents(state_dir).items
+    if incident_id in items:
+        return items[incident_id]
+    found = [v for k, v in items.items() if k.startswith(incident_id)]
+    return found[0] if len(found) == 1 else None

@@ -145,6 +145,7 @@ class Agent:
         self._incident_latest: dict[str, dict] = {}
         self.judge: Any = None
         self.site: Any = None
+        self.recent: Any = None
         self._last_housekeeping = 0.0
         self._last_site_save = 0.0
         self._flow_clock = 0.0
@@ -201,6 +202,9 @@ class Agent:
             max_peers_listed=inc.max_peers, site=site, allow=AllowList(state_dir))
         self.incidents = self.judge.tracker
         self.site = self.judge.site
+        from edgebot.site import RecentIncidents
+
+        self.recent = RecentIncidents(state_dir)
         if self.site is not None:
             log.info("site learning: %s, %d device(s) known, profile %s", "on", len(self.site.devices),
                      "kept in " + str(state_dir) if self._persist_site else "not kept (file replay)")
@@ -355,9 +359,30 @@ class Agent:
         if self.judge is None:
             return
         self._publish(self.judge.apply_allow_changes())
+        state_dir = self.cfg.state_path()
+        if self.site is not None:
+            from edgebot.site import take_reset_request
+
+            try:
+                hosts = take_reset_request(state_dir)
+            except OSError:
+                hosts = None
+            for host in hosts or []:
+                n = self.site.reset(host)
+                log.warning("site reset requested: %s (%d device(s) forgotten); learning starts over",
+                            host or "whole site", n)
         if self.site is not None and self._persist_site and self.site.dirty and \
                 now - self._last_site_save >= self.site.settings.save_interval_s:
             self.save_site(now)
+        if self.recent is not None and self.recent.dirty:
+            self._save_recent()
+
+    def _save_recent(self) -> None:
+        try:
+            self.recent.save()
+        except OSError as exc:
+            log.warning("cannot save recent incidents in %s: %s", self.cfg.state_path(), exc)
+            self.recent.dirty = False
 
     def save_site(self, now: Optional[float] = None) -> None:
         """Write the site profile to the state dir (a failure is logged, never fatal)."""
@@ -370,6 +395,8 @@ class Agent:
     def _publish(self, messages: list[dict]) -> None:
         for msg in messages:
             self._incident_latest[msg["incident_id"]] = msg
+            if msg["type"] == "new" and self.recent is not None:
+                self.recent.add(msg)
             log.info("incident %s %s host %s score %.3f flows %d", msg["type"], msg["incident_id"], msg["host"],
                      msg["score"], msg["flows"])
             self.sink.publish_incident(msg)
@@ -442,6 +469,8 @@ class Agent:
             s.evidence = self.judge.stats()
             if self.site is not None and self._persist_site:
                 self.save_site()
+            if self.recent is not None and self.recent.dirty:
+                self._save_recent()
         try:
             if self.sink is not None:
                 self._drain()

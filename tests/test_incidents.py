@@ -129,7 +129,7 @@ def test_learning_raises_only_high_confidence_evidence():
         def learning(self, host, ts):
             return True
 
-        def is_usual_peer(self, host, peer):
+        def is_usual_peer(self, host, peer, ts):
             return False
 
     t = _tracker()
