@@ -1,4 +1,4 @@
-"""`make demo`: train on bundled IoT-23 data, quantize, replay a Mirai and a benign pcap, summarize.
+"""`make demo`: train on the bundled data, quantize, replay a Mirai and two benign pcaps, summarize.
 
 Run as ``python -m edgebot.demo [--out DIR] [--full]``. Needs the train extra (TensorFlow) for
 the first two steps; the replay uses only the gateway path. If ``EDGEBOT_MQTT_URL`` names a
@@ -15,22 +15,14 @@ import sys
 import time
 from pathlib import Path
 
+from edgebot import datasets
 from edgebot.errors import EdgebotError
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data"
-
-TRAIN_FILES = (
-    "iot23/CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz",
-    "iot23/CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz",
-    "iot23/CTU-Honeypot-Capture-4-1.conn.log.labeled.xz",
-    "iot23/CTU-Honeypot-Capture-5-1.conn.log.labeled.xz",
-)
-MIRAI_PCAP = "pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
-HUE_PCAP = "pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz"
-HUE_EARLIER_PCAP = "pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-09-14-13-40-25-Philips-Hue-Bridge.pcap.xz"
+MIRAI_PCAP = datasets.PCAPS["mirai_34_1"]
+HUE_PCAP = datasets.PCAPS["hue_4_1"]
+HUE_EARLIER_PCAP = datasets.PCAPS["hue_2018_09_14"]
 
 REPLAYS = (
     ("Mirai 34-1 (infected 192.168.1.195)", MIRAI_PCAP, "malicious"),
@@ -40,11 +32,8 @@ REPLAYS = (
 
 
 def data_root() -> Path:
-    """The bundled data folder (the repo's data/, or EDGEBOT_DATA)."""
-    root = Path(os.environ.get("EDGEBOT_DATA", DATA))
-    if not (root / TRAIN_FILES[0]).exists():
-        raise EdgebotError(f"bundled data not found under {root}; run from a clone of the edgebot repository")
-    return root
+    """The bundled data folder (the repo's data/, or EDGEBOT_DATA); see :mod:`edgebot.datasets`."""
+    return datasets.data_root()
 
 
 def replay(bundle_dir: Path, pcap: Path, jsonl: Path, gateway_id: str, mqtt_url: str | None) -> dict:
@@ -97,13 +86,15 @@ def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
     say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
     t_all = time.perf_counter()
 
-    say("== 1/3 train (quick configuration) on bundled IoT-23: Mirai 34-1, Hakai 8-1, honeypots 4-1, 5-1")
+    training = datasets.default_training(root)
+    n_devices = len(datasets.benign_devices(root))
+    say(f"== 1/3 train ({'quick' if quick else 'full'} configuration) on the bundled default training set: IoT-23 "
+        f"Mirai 34-1, Hakai 8-1, honeypots 4-1, 5-1 and {n_devices} benign devices ({len(training)} files)")
     from edgebot.train.fit import train_run
 
     t = time.perf_counter()
     run_dir = out / "run"
-    train_result = train_run([root / f for f in TRAIN_FILES], run_dir, split="temporal", quick=quick, force=True,
-                             progress=True)
+    train_result = train_run(list(training), run_dir, split="temporal", quick=quick, force=True, progress=True)
     train_s = time.perf_counter() - t
     if isinstance(train_result, dict) and train_result.get("summary"):
         say(train_result["summary"])

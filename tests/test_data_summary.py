@@ -11,7 +11,8 @@ from edgebot.errors import DataFormatError
 from edgebot.readers import format_summary, summarize
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-FLOW_FILES = sorted(p for p in DATA.rglob("*.xz") if "pcaps" not in p.parts)
+# data/benign_devices/ (derived flow records) is summarized in tests/test_datasets.py
+FLOW_FILES = sorted(p for p in DATA.rglob("*.xz") if "pcaps" not in p.parts and "benign_devices" not in p.parts)
 FILE_KEYS = {"path", "format", "rows", "skipped", "skipped_reasons", "labels", "families", "first_ts", "last_ts", "hosts"}
 
 
