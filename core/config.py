@@ -150,6 +150,8 @@ class IncidentsConfig:
     scan_failed_share: float = _RULE.scan_failed_share
     flood_rate: float = _RULE.flood_rate
     flood_burst: float = _RULE.flood_burst
+    retry_rate: float = _RULE.retry_rate
+    retry_burst: float = _RULE.retry_burst
     beacon_flows: int = _RULE.beacon_flows
     beacon_jitter: float = _RULE.beacon_jitter
     beacon_min_excess: float = _RULE.beacon_min_excess

@@ -14,6 +14,12 @@ of flow time; an incident opens when one of the rules of :class:`EvidenceRule` f
     of one address, within the window, most of them failed (a horizontal or vertical scan).
 ``flood``
     flagged flows sustained at ``flood_rate`` per second (a leaky bucket of ``flood_burst``).
+``retry``
+    failed connections of the host to one peer (``ip:port``) sustained at ``retry_rate`` per
+    second, a leaky bucket of ``retry_burst``: a reconnect storm to an unreachable or refusing
+    C&C. Unlike the other rules it counts failed flows whatever their score (Slips' "multiple
+    reconnection attempts"): the bar sits far above what the benign devices of the bundled data
+    reach (see benchmarks/DETECTION.md).
 ``beacon``
     ``beacon_flows`` flagged flows to one peer at regular intervals (coefficient of variation of
     the gaps at most ``beacon_jitter``), well above the threshold.
@@ -37,7 +43,7 @@ from typing import Any, Callable, Iterable, KeysView, Optional, Protocol, Union
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("low", "medium", "high", "critical")
-RULES = ("confident", "scan", "flood", "beacon")
+RULES = ("confident", "scan", "flood", "retry", "beacon")
 #: Zeek connection states of a failed attempt (no answer, refused, half-open).
 FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
 #: Source addresses that name no host (DHCP discover, IPv6 duplicate address detection): scored, never an incident.
@@ -67,6 +73,9 @@ class EvidenceRule:
         Share of those flows that must have failed (``FAILED_STATES``) for a scan.
     flood_rate, flood_burst
         Flagged flows per second sustained, and the burst the leaky bucket holds before it fires.
+    retry_rate, retry_burst
+        Failed connections (``FAILED_STATES``) to one peer per second sustained, and the bucket that
+        fires; counted for every flow, flagged or not.
     beacon_flows, beacon_jitter, beacon_min_excess
         Flagged flows to one peer, the largest coefficient of variation of their gaps, and the
         smallest mean excess (share of the way from threshold to 1) of a beacon's flows.
@@ -90,6 +99,8 @@ class EvidenceRule:
     scan_failed_share: float = 0.5
     flood_rate: float = 5.0
     flood_burst: float = 100.0
+    retry_rate: float = 0.5
+    retry_burst: float = 50.0
     beacon_flows: int = 8
     beacon_jitter: float = 0.15
     beacon_min_excess: float = 0.5
@@ -145,7 +156,7 @@ class HostEvidence:
     """
 
     __slots__ = ("first", "last", "confident", "peers", "bucket", "bucket_ts", "mass", "mass_ts", "flagged",
-                 "max_score", "last_strength", "conf_seen", "seen_ts")
+                 "max_score", "last_strength", "conf_seen", "seen_ts", "retry", "retry_ts")
 
     def __init__(self, rule: EvidenceRule, ts: float) -> None:
         self.first = ts
@@ -161,6 +172,8 @@ class HostEvidence:
         self.last_strength = 0.0
         self.conf_seen = 0.0  # confident flows, decayed over the window like the host's activity
         self.seen_ts = ts
+        self.retry = 0.0  # level of the fullest per-peer retry bucket (leaks at retry_rate)
+        self.retry_ts = ts
 
     def note_confident(self, rule: EvidenceRule, ts: float) -> None:
         dt = ts - self.seen_ts
@@ -169,9 +182,14 @@ class HostEvidence:
             self.seen_ts = ts
         self.conf_seen += 1.0
 
+    def note_retry(self, ts: float, level: float) -> None:
+        """The level of the host's fullest per-peer retry bucket at ``ts`` (see :meth:`IncidentTracker.observe`)."""
+        self.retry = level
+        self.retry_ts = ts
+
     def add(self, rule: EvidenceRule, ts: float, score: float, excess: float, confident: bool, dest: str,
             port: int, failed: bool) -> None:
-        """Record one flagged flow that ended at ``ts``."""
+        """Record one flagged flow (or one that filled a retry bucket) that ended at ``ts``."""
         self.flagged += 1
         if confident:
             self.note_confident(rule, ts)
@@ -241,6 +259,7 @@ class HostEvidence:
                     beacon = max(beacon, float(p.count))
         failed_ok = flows > 0 and failed / flows >= rule.scan_failed_share
         bucket = max(0.0, self.bucket - max(0.0, now - self.bucket_ts) * rule.flood_rate)
+        retry = max(0.0, self.retry - max(0.0, now - self.retry_ts) * rule.retry_rate)
         conf_now = self.conf_seen * math.exp(-max(0.0, now - self.seen_ts) / rule.window_s)
         share = conf_now / activity if activity > 0 else 1.0
         return {
@@ -249,6 +268,7 @@ class HostEvidence:
             "confident_share": share,
             "scan": float(max(destinations / rule.scan_destinations, ports / rule.scan_ports)) if failed_ok else 0.0,
             "flood": bucket / rule.flood_burst,
+            "retry": retry / rule.retry_burst,
             "beacon": beacon / rule.beacon_flows,
             "flows": float(flows),
             "destinations": float(destinations),
@@ -260,7 +280,7 @@ class HostEvidence:
         """The strongest rule's measure over its bar, and every measure."""
         m = self.measures(rule, now, activity)
         strengths = {"confident": m["confident"] / rule.confident_flows, "scan": m["scan"], "flood": m["flood"],
-                     "beacon": m["beacon"]}
+                     "retry": m["retry"], "beacon": m["beacon"]}
         return max(strengths.values()), {**m, **{f"{k}_strength": v for k, v in strengths.items()}}
 
 
@@ -353,6 +373,7 @@ class IncidentTracker:
         self._open: OrderedDict[str, _Incident] = OrderedDict()
         self._pending: OrderedDict[str, HostEvidence] = OrderedDict()
         self._activity: dict[str, list[float]] = {}
+        self._retries: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         #: Messages made, by type (``new``, ``update``, ``end``).
         self.counts: Counter = Counter()
         #: Everything else worth counting: evictions, drops, suppressed evidence.
@@ -385,6 +406,24 @@ class IncidentTracker:
             act[1] = ts
         else:
             act[0] += 1.0
+
+    def retry_level(self, host: str, dest: str, port: int, ts: float) -> float:
+        """Count one failed connection of ``host`` to ``dest:port``; the peer's leaky-bucket level.
+
+        Bounded: at most ``max_pending_hosts`` (host, peer) buckets, least recently used evicted.
+        """
+        key = (host, f"{dest}:{port}")
+        b = self._retries.get(key)
+        rate = self.rule.retry_rate
+        if b is None:
+            b = self._retries[key] = [1.0, ts]
+            if len(self._retries) > self.rule.max_pending_hosts:
+                self._retries.popitem(last=False)
+            return 1.0
+        self._retries.move_to_end(key)
+        b[0] = max(0.0, b[0] - max(0.0, ts - b[1]) * rate) + 1.0
+        b[1] = max(b[1], ts)
+        return b[0]
 
     def activity(self, host: str, now: float) -> float:
         """``host``'s flows decayed over the window at ``now`` (0 when never :meth:`note`-d)."""
@@ -442,7 +481,9 @@ class IncidentTracker:
             self.note(host, ts)
         th = self.host_threshold(host) if threshold is None else threshold
         inc = self._open.get(host)
-        if score < th:
+        failed = conn_state in FAILED_STATES
+        retry = self.retry_level(host, dest or peer.rsplit(":", 1)[0], port, ts) if failed else 0.0
+        if score < th and retry < self.rule.retry_burst:
             if inc is not None:
                 inc.flows += 1
                 inc.last_seen = max(inc.last_seen, ts)
@@ -456,7 +497,8 @@ class IncidentTracker:
         if confident and self.site is not None and dest and self.site.is_usual_peer(host, f"{dest}:{port}", ts):
             confident = False  # a peer the device talks to as usual: a borderline flow, not a confident one
             self.events["usual_peer_flows"] += 1
-        failed = conn_state in FAILED_STATES
+        if score < th:  # a retry storm: evidence whatever the score, never confident
+            excess, confident = 0.0, False
         if inc is not None:
             self._add(inc, ts, score, peer, community_id)
             return self._maybe_update(inc, ts)
@@ -470,6 +512,8 @@ class IncidentTracker:
         else:
             self._pending.move_to_end(host)
         ev.add(rule, ts, float(score), excess, confident, dest, port, failed)
+        if retry > ev.retry - max(0.0, ts - ev.retry_ts) * rule.retry_rate:
+            ev.note_retry(ts, retry)
         strength, measures = ev.strength(rule, ts, self.activity(host, ts))
         ev.last_strength = strength
         if learning is None:

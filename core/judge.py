@@ -20,7 +20,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from edgebot.allow import AllowList
-from edgebot.incidents import EvidenceRule, IncidentTracker
+from edgebot.incidents import FAILED_STATES, EvidenceRule, IncidentTracker
 from edgebot.site import SiteProfile
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,14 @@ class FlowJudge:
         tracker.note(host, end)
         site = self.site
         if site is None:
-            if score < tracker.threshold and host not in tracker.open_hosts:
-                return []  # the hot path: a quiet host's unflagged flow changes nothing more
+            if score < tracker.threshold and host not in tracker.open_hosts and conn_state not in FAILED_STATES:
+                return []  # the hot path: a quiet host's unflagged, answered flow changes nothing more
             return tracker.observe(host, end, score, f"{dest}:{port}/{proto}", community_id, dest=dest, port=port,
                                    conn_state=conn_state, note=False)
         dev = site.device(host, end)
         learning = end < dev.learn_until
         threshold = site.device_threshold(dev, end)
-        if score >= threshold or host in tracker.open_hosts:
+        if score >= threshold or host in tracker.open_hosts or conn_state in FAILED_STATES:
             msgs = tracker.observe(host, end, score, f"{dest}:{port}/{proto}", community_id, dest=dest, port=port,
                                    conn_state=conn_state, threshold=threshold, learning=learning, note=False)
         else:

@@ -17,7 +17,7 @@ def _tracker(**kw):
     return IncidentTracker(**args)
 
 
-def _flow(t, host, ts, score, dest="1.2.3.4", port=6667, state="S0"):
+def _flow(t, host, ts, score, dest="1.2.3.4", port=6667, state="SF"):
     return t.observe(host, ts, score, f"{dest}:{port}/tcp", dest=dest, port=port, conn_state=state)
 
 
@@ -78,7 +78,8 @@ def test_a_busy_host_with_three_odd_confident_flows_is_not_an_incident():
 
 def test_a_scan_opens_an_incident_from_borderline_flows():
     t = _tracker()
-    msgs = [m for i in range(40) for m in _flow(t, "scanner", float(i), 0.6, dest=f"10.1.0.{i}", port=23)]
+    msgs = [m for i in range(40) for m in _flow(t, "scanner", float(i), 0.6, dest=f"10.1.0.{i}", port=23,
+                                                  state="S0")]
     (new,) = msgs
     assert new["rules"] == ["scan"] and new["evidence"]["destinations"] >= 16
 
@@ -94,6 +95,17 @@ def test_a_regular_beacon_opens_an_incident():
     t = _tracker()
     msgs = [m for i in range(10) for m in _flow(t, "bot", i * 30.0, 0.9, state="SF")]
     assert msgs and msgs[0]["type"] == "new" and msgs[0]["rules"] == ["beacon"]
+
+
+def test_a_reconnect_storm_opens_an_incident_whatever_the_scores():
+    t = _tracker()
+    # refused connections to one C&C every 0.7 s, scored as benign by the model
+    msgs = [m for i in range(200) for m in _flow(t, "rat", i * 0.7, 0.01, dest="66.6.6.6", port=5888, state="REJ")]
+    new = [m for m in msgs if m["type"] == "new"]
+    assert len(new) == 1 and new[0]["rules"] == ["retry"] and 30 < new[0]["opened"] < 60
+    # a device whose cloud refuses it every 10 s never gets there
+    t2 = _tracker()
+    assert [m for i in range(500) for m in _flow(t2, "cam", i * 10.0, 0.01, state="REJ")] == []
 
 
 def test_hosts_are_independent_and_a_new_incident_follows_an_ended_one():
