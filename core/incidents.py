@@ -443,6 +443,11 @@ class IncidentTracker:
             return self.threshold
         return max(self.threshold, self.site.threshold(host))
 
+    def open_incident_by_id(self, incident_id: str) -> Optional[dict]:
+        """An open incident by id (or unique id prefix), None if none."""
+        found = [inc for inc in self._open.values() if inc.incident_id.startswith(incident_id)]
+        return self._body(found[0]) if len(found) == 1 else None
+
     def open_incident(self, host: str) -> Optional[dict]:
         """The current state of ``host``'s open incident as a message body (None if none)."""
         inc = self._open.get(host)

@@ -104,9 +104,12 @@ class FlowJudge:
             messages.extend(self.tracker.tick(clock))
         return messages
 
-    def apply_allow_changes(self) -> list[dict]:
-        """Re-read the allow rules; end the incidents of hosts that are now allowed as a whole."""
-        if self.allow is None or not self.allow.refresh():
+    def apply_allow_changes(self, changed: bool = False) -> list[dict]:
+        """Re-read the allow rules (``changed``: they were just edited in this process); end the
+        incidents of hosts that are now allowed as a whole."""
+        if self.allow is None:
+            return []
+        if not self.allow.refresh() and not changed:
             return []
         messages: list[dict] = []
         whole = {r.host for r in self.allow.rules if r.whole_host}

@@ -170,3 +170,26 @@ def test_parse_duration():
     assert parse_duration("1d") == 86400
     with pytest.raises(ValueError, match="duration"):
         parse_duration("soon")
+
+
+def test_mqtt_commands_validate_and_change_nothing_on_error(tmp_path):
+    from edgebot.edge.commands import CommandHandler
+
+    j = _judge(learn_s=3600, allow=AllowList(tmp_path))
+    published = []
+    h = CommandHandler(j, tmp_path, published.extend)
+    msgs = _feed(j, "10.0.0.8", 0.0, 12, 0.999)
+    inc_id = msgs[0]["incident_id"]
+    for bad in (b"nope", b"[]", b'{"command": "fly"}', b'{"command": "allow", "host": "10.0.0.8", "colour": "x"}',
+                b'{"command": "allow", "host": 5}', b'{"command": "allow", "host": "not-an-ip"}',
+                b'{"command": "unallow", "rule": "nothing"}', b"x" * 5000):
+        reply = h.handle(bad)
+        assert reply["ok"] is False and reply["error"]
+    assert len(j.allow) == 0 and h.refused == 8
+    reply = h.handle(json.dumps({"command": "allow", "incident": inc_id[:8], "id": 7}).encode())
+    assert reply == {"ok": True, "command": "allow", "rule": reply["rule"], "added": True, "host": "10.0.0.8",
+                     "peer": None, "port": None, "id": 7}
+    assert [m["type"] for m in published] == ["end"]  # the allowed host's incident ends
+    assert h.handle(b'{"command": "rules"}')["rules"][0]["host"] == "10.0.0.8"
+    assert "10.0.0.8" in h.handle(b'{"command": "site-status"}')["devices"]
+    assert h.handle(b'{"command": "site-reset"}')["devices_forgotten"] == 1
