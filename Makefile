@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install.stamp
 DEBS   := mosquitto mosquitto-clients xz-utils openssl
 
-.PHONY: install test test-fast demo bench detection clean debs
+.PHONY: install test test-fast demo bench detection pi-check clean debs
 
 install: $(STAMP)
 
@@ -44,6 +44,12 @@ bench: install
 
 detection: install
 	$(PY) benchmarks/detection/run.py
+
+# The wheel with the edge extra on emulated aarch64 (qemu-user, Debian's arm64 python3.11) vs x86-64;
+# downloads into build/pi-check. What it proves and what not: docs/deploy-raspberry-pi.md.
+pi-check: install
+	test -f demo-out/bundle/manifest.json || $(PY) -m edgebot.demo
+	$(PY) benchmarks/pi_check/run.py --bundle demo-out/bundle
 
 clean:
 	rm -rf build dist *.egg-info demo-out runs .pytest_cache

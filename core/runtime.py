@@ -19,6 +19,8 @@ import os
 
 import importlib
 import logging
+import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,17 +65,47 @@ def find_interpreter(prefer: str | None = None) -> tuple[type, str]:
         )
     names = (prefer,) if prefer else RUNTIMES
     errors = []
+    crash = None
     for name in names:
+        if name == "ai_edge_litert" and (crash := litert_cpu_probe_crash()):
+            log.warning("%s; trying the next runtime", crash)
+            errors.append(f"{name}: {crash}")
+            continue
         try:
             module = importlib.import_module(f"{name}.interpreter")
             return module.Interpreter, name
         except ImportError as exc:  # includes sys.modules[name] = None
             errors.append(f"{name}: {exc}")
     log.debug("interpreter imports failed: %s", "; ".join(errors))
+    if crash:
+        raise RuntimeMissingError(crash)
     if prefer:
         pip_name = prefer.replace("_", "-")
         raise RuntimeMissingError(f"TFLite runtime {prefer} is not installed: pip install {pip_name}")
     raise RuntimeMissingError(_INSTALL_HINT)
+
+
+def litert_cpu_probe_crash(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """Why ai-edge-litert would crash on this machine, or None (the usual case).
+
+    From 2.2 on, its CPU probe (pytorch/cpuinfo) writes through a NULL L2-cache table on aarch64
+    when ``/proc/cpuinfo`` names no ARM CPU part but sysfs lists per-core L2 caches (unfixed
+    upstream: pytorch/cpuinfo PR 398 and 418). Real ARM kernels always print ``CPU part``; an x86
+    host's file seen through qemu-user emulation does not. 2.1.x runs there (``make pi-check``).
+    """
+    if platform.machine().lower() not in ("aarch64", "arm64"):
+        return None
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as fh:
+            if "CPU part" in fh.read():
+                return None
+    except OSError:
+        return None
+    version = runtime_version("ai_edge_litert")
+    if tuple(int(p) for p in re.findall(r"\d+", version)[:2]) < (2, 2):
+        return None
+    return (f"ai-edge-litert {version} crashes on this aarch64 system: {cpuinfo} names no ARM CPU part "
+            "(an x86 host's, under qemu-user emulation?); pip install 'ai-edge-litert<2.2' or tflite-runtime")
 
 
 def runtime_version(name: str) -> str:
