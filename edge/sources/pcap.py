@@ -16,7 +16,8 @@ from .base import FlowSource, register_source
 logger = logging.getLogger(__name__)
 
 #: Options a source passes through to :class:`~edgebot.edge.meter.FlowMeter`.
-METER_OPTIONS = frozenset({"max_flows", "timeouts", "verify_checksums"})
+METER_OPTIONS = frozenset({"max_flows", "timeouts", "verify_checksums", "max_fragment_bytes", "max_fragmented",
+                           "max_fragments_per_datagram", "fragment_timeout"})
 
 
 def make_meter(meter_options: Optional[Mapping[str, Any]], source: str) -> FlowMeter:
@@ -48,7 +49,9 @@ class PcapSource(FlowSource):
     path : str or os.PathLike
         The capture.
     meter_options : mapping, optional
-        ``max_flows``, ``timeouts`` (e.g. ``{"udp_inactivity": 30}``), ``verify_checksums``.
+        ``max_flows``, ``timeouts`` (e.g. ``{"udp_inactivity": 30}``), ``verify_checksums``, and
+        the reassembly caps ``max_fragment_bytes``, ``max_fragmented``,
+        ``max_fragments_per_datagram``, ``fragment_timeout`` (see :class:`FlowMeter`).
 
     Raises
     ------
