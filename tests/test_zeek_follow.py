@@ -73,3 +73,25 @@ def test_missing_file_is_a_source_error(tmp_path):
         create_source("csv", path=str(tmp_path / "nope.csv"))
     with pytest.raises(SourceError):
         create_source("zeek-log", path=str(tmp_path / "nope.log"), follow=False)
+
+
+def test_csv_source_with_a_corrupt_gzip_member_delivers_its_flows_then_errors(tmp_path):
+    import gzip
+
+    from edgebot.errors import DataFormatError
+
+    header, rows = _lines()
+    rows = rows * 2  # the first member must outgrow the format sniffer's 64 KiB
+    first = ("\n".join(header) + "\n" + "\n".join(rows[:600]) + "\n").encode()
+    assert len(first) > 64 * 1024
+    second = gzip.compress(("\n".join(rows[600:]) + "\n").encode(), mtime=0)
+    path = tmp_path / "conn.log.gz"
+    path.write_bytes(gzip.compress(first, mtime=0) + second[:10] + bytes(b ^ 0x5A for b in second[10:40]) + second[40:])
+    src = create_source("csv", path=str(path))
+    items = []
+    with pytest.raises(DataFormatError) as err:
+        for item in src:
+            items.append(item)
+    assert str(err.value).startswith(f"{path}: compressed data is corrupt") and "\n" not in str(err.value)
+    assert items[-1] is None and len([i for i in items if i is not None]) == 600
+    assert src.stats()["damaged"] == 1

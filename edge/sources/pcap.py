@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any, Dict, Iterator, Mapping, Optional
 
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, SourceError
 from edgebot.flow import FlowRecord
 
 from ..meter import FlowMeter
@@ -57,7 +57,10 @@ class PcapSource(FlowSource):
     ------
     SourceError
         The file is missing, not a pcap, pcapng, or of an unsupported link type (raised
-        here, not on first iteration).
+        here, not on first iteration). While iterating: the file is corrupt (compressed
+        data that does not decompress, a damaged record header); raised only after every
+        flow of the packets before the damage was yielded (and, with ``ticks``, a tick, so
+        that the agent scores them first).
     ConfigError
         Unknown or invalid meter options.
 
@@ -74,6 +77,7 @@ class PcapSource(FlowSource):
         self._meter = make_meter(meter_options, self.path)
         self._reader = PcapReader(self.path)
         self._done = False
+        self._damaged = 0
 
     @property
     def description(self) -> str:
@@ -89,14 +93,23 @@ class PcapSource(FlowSource):
             return
         meter, reader = self._meter, self._reader
         linktype = reader.linktype
+        damage: Optional[SourceError] = None
         try:
-            for buf, packets in reader.batches(chunk_size=CHUNK_BYTES):
-                flows = meter.add_batch(buf, packets, linktype)
-                if flows:
-                    yield from flows
-                    if self.ticks:
-                        yield None  # the consumer scores now instead of waiting through the next chunk
+            try:
+                for buf, packets in reader.batches(chunk_size=CHUNK_BYTES):
+                    flows = meter.add_batch(buf, packets, linktype)
+                    if flows:
+                        yield from flows
+                        if self.ticks:
+                            yield None  # the consumer scores now instead of waiting through the next chunk
+            except SourceError as exc:  # corrupt file: what was metered before the damage still counts
+                damage = exc
+                self._damaged = 1
             yield from meter.flush()
+            if damage is not None:
+                if self.ticks:
+                    yield None  # let the consumer score every flow before the error ends its loop
+                raise damage
         finally:
             self._done = True
             reader.close()
@@ -112,6 +125,8 @@ class PcapSource(FlowSource):
             "path": self.path,
             "records_read": reader.packets,
             "truncated_records": reader.truncated_records,
+            "truncated_stream": reader.truncated_stream,
+            "damaged": self._damaged,
             **self._meter.stats,
         }
 

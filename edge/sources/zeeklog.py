@@ -44,9 +44,25 @@ class FlowFileSource(FlowSource):
         self.accept_cic = accept_cic
         self._description = f"{self.reader.format} file {self.path.name}"
         self._stop = threading.Event()
+        self.damaged = 0
 
-    def __iter__(self) -> Iterator[FlowRecord]:
-        for rec in self.reader:
+    def __iter__(self) -> Iterator[Optional[FlowRecord]]:
+        """Yield every flow of the file.
+
+        A file whose compressed data breaks part-way ends with the reader's one-line
+        :class:`DataFormatError`, raised after the flows before the damage were yielded and
+        one ``None`` tick, so that the agent scores them before the error ends its loop.
+        """
+        rows = iter(self.reader)
+        while True:
+            try:
+                rec = next(rows)
+            except StopIteration:
+                return
+            except DataFormatError:
+                self.damaged = 1
+                yield None
+                raise
             if isinstance(rec, CicFlowRecord) and not self.accept_cic:
                 raise SourceError(
                     f"{self.path}: CICFlowMeter flows need a bundle trained on the cicflowmeter profile; "
@@ -65,7 +81,7 @@ class FlowFileSource(FlowSource):
 
     def stats(self) -> dict:
         return {"flows": self.reader.rows_read, "rows_skipped": self.reader.rows_skipped,
-                "skipped_reasons": dict(self.reader.skipped_reasons)}
+                "skipped_reasons": dict(self.reader.skipped_reasons), "damaged": self.damaged}
 
     def close(self) -> None:
         pass
