@@ -460,8 +460,9 @@ class FlowMeter:
 
     def _take_done(self) -> List[FlowRecord]:
         done = self._done
-        if done:
-            self._done = []
+        if not done:
+            return []  # never hand out the meter's own list: later flows would appear in it
+        self._done = []
         return done
 
     # -- packet decoding -------------------------------------------------------------------

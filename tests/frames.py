@@ -79,3 +79,100 @@ def write_pcap(path: Path, packets: Iterable[Tuple[float, bytes]], linktype: int
     """Write :func:`pcap_bytes` to ``path`` and return it."""
     path.write_bytes(pcap_bytes(packets, linktype))
     return path
+
+
+# -- seeds for the fuzz tests: real frames from the bundled captures -----------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+PCAPS = REPO / "data" / "pcaps"
+
+
+def seed_frames(per_kind: int = 3, limit_per_file: int = 3000) -> List[bytes]:
+    """Real Ethernet frames from every bundled capture, a few of each kind.
+
+    A kind is (IP version, transport, TCP flags or ICMP type, IP options, IPv6 next header), so
+    the seeds cover SYNs, data segments, resets, UDP, ICMP, IGMP with options, IPv6 with
+    hop-by-hop headers, ARP and other non-IP frames. Deterministic: files in name order,
+    frames in capture order.
+    """
+    from edgebot.edge.pcapfile import PcapReader
+
+    seen: dict = {}
+    out: List[bytes] = []
+    for path in sorted(PCAPS.rglob("*.pcap*")):
+        with PcapReader(path) as reader:
+            for n, (_ts, frame) in enumerate(reader):
+                if n >= limit_per_file:
+                    break
+                kind = frame_kind(frame)
+                if seen.get(kind, 0) < per_kind:
+                    seen[kind] = seen.get(kind, 0) + 1
+                    out.append(frame)
+    return out
+
+
+def frame_kind(frame: bytes) -> tuple:
+    """A coarse description of an Ethernet frame, for picking varied seeds."""
+    if len(frame) < 14:
+        return ("short",)
+    etype = struct.unpack_from("!H", frame, 12)[0]
+    ip = frame[14:]
+    if etype == 0x0800 and len(ip) >= 20:
+        proto, ihl = ip[9], (ip[0] & 15) * 4
+        detail: object = 0
+        if proto == 6 and len(ip) > ihl + 13:
+            detail = (ip[ihl + 13] & 0x1F, len(ip) > ihl + (ip[ihl + 12] >> 4) * 4)
+        elif proto == 1 and len(ip) > ihl:
+            detail = ip[ihl]
+        return (4, proto, detail, ihl > 20)
+    if etype == 0x86DD and len(ip) >= 40:
+        return (6, ip[6])
+    return ("other", etype)
+
+
+def fix_checksums(ip: bytes) -> bytes:
+    """Recompute the IPv4 header checksum and the TCP/UDP/ICMP checksum of an IP packet,
+    where the headers are there to do so (anything else is returned as it is)."""
+    if not ip:
+        return ip
+    data = bytearray(ip)
+    version = data[0] >> 4
+    if version == 4 and len(data) >= 20:
+        ihl = (data[0] & 15) * 4
+        if 20 <= ihl <= len(data):
+            data[10:12] = b"\0\0"
+            data[10:12] = struct.pack("!H", checksum(bytes(data[:ihl])))
+            proto, l4 = data[9], ihl
+            pseudo = bytes(data[12:20]) + struct.pack("!BBH", 0, proto, len(data) - l4)
+            _fix_l4(data, proto, l4, pseudo)
+    elif version == 6 and len(data) >= 40:
+        pseudo = bytes(data[8:40]) + struct.pack("!IxxxB", len(data) - 40, data[6])
+        _fix_l4(data, data[6], 40, pseudo, icmp_proto=58)
+    return bytes(data)
+
+
+def _fix_l4(data: bytearray, proto: int, l4: int, pseudo: bytes, icmp_proto: int = 1) -> None:
+    at = {6: 16, 17: 6}.get(proto, 2 if proto == icmp_proto else None)
+    if at is None or len(data) < l4 + at + 2:
+        return
+    data[l4 + at:l4 + at + 2] = b"\0\0"
+    segment = bytes(data[l4:])
+    value = checksum(segment if proto == 1 else pseudo + segment)
+    data[l4 + at:l4 + at + 2] = struct.pack("!H", value or (0xFFFF if proto == 17 else 0))
+
+
+def conversations(limit: int = 300) -> List[List[Tuple[float, bytes]]]:
+    """Runs of consecutive real frames (timestamp, Ethernet frame) with whole TCP/UDP dialogues:
+    each small Zeek trace, and the first ``limit`` frames of each bundled IoT-23 capture."""
+    from edgebot.edge.pcapfile import PcapReader
+
+    out = []
+    for path in sorted(PCAPS.rglob("*.pcap*")):
+        with PcapReader(path) as reader:
+            run = []
+            for ts, frame in reader:
+                run.append((ts, frame))
+                if len(run) >= limit:
+                    break
+        out.append(run)
+    return out
