@@ -1,8 +1,8 @@
 """Floods against the real agent: peak memory, what was evicted, and whether an infected host still shows.
 
 Writes each flood to a temporary directory, runs ``edgebot run`` on it in a subprocess (JSON
-lines sink, ``--summary-json``) and reports, per flood, the agent's peak RSS (``wait4``'s
-``ru_maxrss`` of that process), the run time, the eviction and drop counters of the source and
+lines sink, ``--summary-json``) and reports, per flood, the agent's peak RSS (its ``VmHWM``,
+polled every 50 ms, and ``wait4``'s ``ru_maxrss``), the run time, the eviction and drop counters of the source and
 the summary, and whether the Mirai-infected host 192.168.1.195, whose real traffic (the bundled
 IoT-23 34-1 capture, or its Zeek conn log) is spliced into the middle of the flood, still gets
 its ``new`` incident. Target (issue 12): peak RSS <= 120 MB on every flood, the host reported.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -135,7 +136,7 @@ def read_capture(path: Path):
     stamps, records = [], []
     with PcapReader(path) as reader:
         for buf, packets in reader.batches():
-            for ts, offset, caplen, wirelen in packets:
+            for ts, offset, caplen, _wirelen in packets:
                 stamps.append(ts)
                 records.append(buf[offset - 16:offset + caplen])
     if reader.byte_order != "little" or reader.nanosecond or reader.linktype != 1:
@@ -163,6 +164,10 @@ def write_merged(path: Path, flood: np.ndarray, flood_ts: np.ndarray, stamps: np
 
 def flood_times(n: int, t0: float, seconds: float) -> np.ndarray:
     return t0 - 100.0 + np.arange(n, dtype=np.float64) * (seconds / max(n, 1))
+
+
+def _build_worker(flood: str, workdir: Path, args: argparse.Namespace) -> Path:
+    return build(flood, workdir, args, read_capture(MIRAI_PCAP))
 
 
 def build(flood: str, workdir: Path, args: argparse.Namespace, capture) -> Path:
@@ -216,6 +221,18 @@ def build(flood: str, workdir: Path, args: argparse.Namespace, capture) -> Path:
 # -- running the agent --------------------------------------------------------------------------
 
 
+def _vm_hwm_kib(pid: int) -> int:
+    """Peak resident set of a live process (``VmHWM`` in ``/proc/PID/status``), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_agent(bundle: Path, source: Path, flood: str, workdir: Path, timeout: float) -> Dict[str, object]:
     """``edgebot run`` on ``source``; returns peak RSS, time, exit code, summary and incidents."""
     jsonl, summary = workdir / f"{flood}.jsonl", workdir / f"{flood}.summary.json"
@@ -223,10 +240,12 @@ def run_agent(bundle: Path, source: Path, flood: str, workdir: Path, timeout: fl
     cmd = [sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(bundle), *flag, "--jsonl", str(jsonl),
            "--summary-json", str(summary), "--gateway-id", "bench"]
     start = time.perf_counter()
+    hwm_kib = 0
     with open(workdir / f"{flood}.stderr", "wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
         deadline = start + timeout
         while True:
+            hwm_kib = max(hwm_kib, _vm_hwm_kib(proc.pid))
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -234,7 +253,7 @@ def run_agent(bundle: Path, source: Path, flood: str, workdir: Path, timeout: fl
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     messages = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if jsonl.exists() else []
@@ -245,7 +264,11 @@ def run_agent(bundle: Path, source: Path, flood: str, workdir: Path, timeout: fl
     return {
         "exit_code": proc.returncode,
         "seconds": round(seconds, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),  # Linux: KiB
+        # ru_maxrss of the exec'd agent also counts the RSS its parent had at fork (Linux keeps the
+        # old mm's high-water mark at exec); this script keeps itself small (floods are built in
+        # a separate process) and reports both that and the agent's own VmHWM, polled.
+        "peak_rss_mb": round(usage.ru_maxrss / 1024.0, 1),
+        "vm_hwm_mb": round(hwm_kib / 1024.0, 1),
         "infected_host_reported": INFECTED in new_hosts,
         "hosts_with_incidents": len(new_hosts),
         "incident_messages": len(incidents),
@@ -260,15 +283,15 @@ COUNTERS = ("flows_evicted", "fragments_dropped", "fragments_evicted", "fragment
 
 
 def report(results: Dict[str, Dict[str, object]]) -> str:
-    rows = ["| flood | file MB | peak RSS MB | <= 120 MB | s | exit | 192.168.1.195 reported | flows | evictions "
-            "(summary) | source counters |", "|" + " --- |" * 10]
+    rows = ["| flood | file MB | agent VmHWM MB | <= 120 MB | ru_maxrss MB | s | exit | 192.168.1.195 reported "
+            "| flows | evictions (summary) | source counters |", "|" + " --- |" * 11]
     for flood, r in results.items():
         stats = r["source_stats"] or {}
         counters = ", ".join(f"{k} {stats[k]:,}" for k in COUNTERS if stats.get(k))
         summ = r["summary"] or {}
         rows.append(
-            f"| {flood} | {r['file_mb']:,.0f} | {r['peak_rss_mb']:.1f} | {'yes' if r['peak_rss_mb'] <= TARGET_RSS_MB else 'NO'} "
-            f"| {r['seconds']:.0f} | {r['exit_code']} | {'yes' if r['infected_host_reported'] else 'NO'} "
+            f"| {flood} | {r['file_mb']:,.0f} | {r['vm_hwm_mb']:.1f} | {'yes' if r['vm_hwm_mb'] <= TARGET_RSS_MB else 'NO'} "
+            f"| {r['peak_rss_mb']:.1f} | {r['seconds']:.0f} | {r['exit_code']} | {'yes' if r['infected_host_reported'] else 'NO'} "
             f"| {summ.get('flows') or 0:,} | {summ.get('evictions')} | {counters or '-'} |"
         )
     return "\n".join(rows)
@@ -292,18 +315,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f"{args.bundle}: no bundle there; run `make demo` (it builds demo-out/bundle) or give --bundle")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="edgebot-floods-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    capture = read_capture(MIRAI_PCAP)
     results: Dict[str, Dict[str, object]] = {}
+    spawn = multiprocessing.get_context("spawn")
     try:
         for flood in args.floods:
             t = time.perf_counter()
-            source = build(flood, workdir, args, capture)
+            with spawn.Pool(1) as pool:  # the floods' arrays never enter this process (see run_agent)
+                source = pool.apply(_build_worker, (flood, workdir, args))
             size = source.stat().st_size
             print(f"{flood}: wrote {size / 1e6:,.0f} MB in {time.perf_counter() - t:.1f} s; running the agent",
                   file=sys.stderr, flush=True)
             results[flood] = {"file_mb": size / 1e6, **run_agent(args.bundle, source, flood, workdir, args.timeout)}
             r = results[flood]
-            print(f"{flood}: peak RSS {r['peak_rss_mb']} MB, {r['seconds']} s, exit {r['exit_code']}, "
+            print(f"{flood}: VmHWM {r['vm_hwm_mb']} MB, ru_maxrss {r['peak_rss_mb']} MB, {r['seconds']} s, exit {r['exit_code']}, "
                   f"infected host reported: {r['infected_host_reported']} {r['stderr_tail']}", file=sys.stderr, flush=True)
             source.unlink()
     finally:
@@ -314,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta = {"machine": platform.machine(), "python": platform.python_version(), "cpus": os.cpu_count(),
                 "args": {k: str(v) for k, v in vars(args).items()}}
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    ok = all(r["peak_rss_mb"] <= TARGET_RSS_MB and r["infected_host_reported"] for r in results.values())
+    ok = all(r["vm_hwm_mb"] <= TARGET_RSS_MB and r["infected_host_reported"] for r in results.values())
     return 0 if ok else 1
 
 

@@ -351,7 +351,8 @@ class FlowMeter:
                                                 fragment_timeout)
         self._emitted = 0
         self._evicted = 0
-        self._addr_names: Dict[bytes, str] = {}
+        self._addr_names: Dict[bytes, str] = {}  # at most _ADDR_CACHE_MAX, then cleared
+        self._addr_cache_clears = 0
 
     # -- public API ------------------------------------------------------------------------
 
@@ -363,7 +364,8 @@ class FlowMeter:
         sum of fragments_evicted, fragments_oversized, fragments_too_many and
         fragments_timed_out), fragments_pending and fragment_bytes (held now),
         fragment_bytes_peak, tunneled (IP-in-IP and GRE packets metered by their inner
-        packet), flows_emitted, flows_evicted, active."""
+        packet), flows_emitted, flows_evicted, active, addr_cache_clears (the memo of address
+        texts holds 8,192 addresses and starts over when full)."""
         return {
             "packets": self._packets,
             "bytes": self._bytes,
@@ -378,6 +380,7 @@ class FlowMeter:
             "flows_emitted": self._emitted,
             "flows_evicted": self._evicted,
             "active": self._active,
+            "addr_cache_clears": self._addr_cache_clears,
         }
 
     @property
@@ -808,6 +811,7 @@ class FlowMeter:
         names = self._addr_names
         if len(names) >= _ADDR_CACHE_MAX:
             names.clear()
+            self._addr_cache_clears += 1
         names[addr] = name
         return name
 
