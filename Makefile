@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install.stamp
 DEBS   := mosquitto mosquitto-clients xz-utils openssl
 
-.PHONY: install test test-fast demo bench detection pi-check clean debs
+.PHONY: install test test-fast fuzz demo bench detection pi-check clean debs
 
 install: $(STAMP)
 
@@ -33,6 +33,11 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not tf and not slow"
+
+# The fuzz tests (tests/test_fuzz_*.py) with the long Hypothesis profile: fresh random examples,
+# 20 times the fixed, derandomized budget they run with in `make test` (tests/fuzzing.py).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
 
 demo: install
 	$(PY) -m edgebot.demo

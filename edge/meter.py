@@ -44,6 +44,13 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from edgebot.flow import FlowRecord
 
+from .fragments import (
+    DEFAULT_FRAGMENT_TIMEOUT,
+    DEFAULT_MAX_FRAGMENT_BYTES,
+    DEFAULT_MAX_FRAGMENTED,
+    DEFAULT_MAX_FRAGMENTS_PER_DATAGRAM,
+    FragmentReassembler,
+)
 from .pcapfile import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -135,7 +142,6 @@ _ICMP6_COUNTERPART = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135
 _IPV6_EXT = frozenset({0, 43, 60, 135, 139, 140})
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
-_MAX_FRAGMENTED = 1000  # IPv4 datagrams being reassembled at once
 _TUNNEL_PROTOS = frozenset({4, 41, 47})  # IPv4 in IP, IPv6 in IP, GRE
 _TIMER_SLACK = 10_000  # timers of ended flows tolerated before the heap is compacted
 
@@ -278,6 +284,19 @@ class FlowMeter:
         counted. Turn off for captures taken on a host with checksum offload (Zeek's ``-C``).
     source : str
         Written into every record's ``source`` field (e.g. the pcap file name).
+    max_fragment_bytes : int
+        Bytes held for IPv4 datagrams being reassembled, all together (default 4 MiB); the
+        oldest datagrams are evicted past it (``stats["fragments_evicted"]``).
+    max_fragmented : int
+        Datagrams being reassembled at once (default 1,000; the oldest is evicted).
+    max_fragments_per_datagram : int
+        Fragments one datagram may come in, duplicates and overlaps included (default 128);
+        beyond it the datagram is dropped (``stats["fragments_too_many"]``).
+    fragment_timeout : float
+        Seconds after its first fragment an incomplete datagram is dropped (default 60,
+        ``stats["fragments_timed_out"]``). A datagram that would reassemble past 65,535
+        bytes is dropped at once (``stats["fragments_oversized"]``). See
+        :class:`~edgebot.edge.fragments.FragmentReassembler`.
 
     Notes
     -----
@@ -296,6 +315,10 @@ class FlowMeter:
         timeouts: ZeekTimeouts | Mapping[str, float] | None = None,
         verify_checksums: bool = True,
         source: str = "",
+        max_fragment_bytes: int = DEFAULT_MAX_FRAGMENT_BYTES,
+        max_fragmented: int = DEFAULT_MAX_FRAGMENTED,
+        max_fragments_per_datagram: int = DEFAULT_MAX_FRAGMENTS_PER_DATAGRAM,
+        fragment_timeout: float = DEFAULT_FRAGMENT_TIMEOUT,
     ) -> None:
         if not isinstance(max_flows, int) or max_flows < 1:
             raise ValueError(f"max_flows must be a positive integer, got {max_flows!r}")
@@ -322,14 +345,14 @@ class FlowMeter:
         self._other_proto = 0
         self._fragments = 0
         self._reassembled = 0
-        self._fragments_dropped = 0
         self._tunneled = 0
         self._tunnel_depth = 0
-        self._frag_pending: Dict[bytes, list] = {}
-        self.fragment_timeout = 60.0
+        self._reassembler = FragmentReassembler(max_fragment_bytes, max_fragmented, max_fragments_per_datagram,
+                                                fragment_timeout)
         self._emitted = 0
         self._evicted = 0
-        self._addr_names: Dict[bytes, str] = {}
+        self._addr_names: Dict[bytes, str] = {}  # at most _ADDR_CACHE_MAX, then cleared
+        self._addr_cache_clears = 0
 
     # -- public API ------------------------------------------------------------------------
 
@@ -337,8 +360,12 @@ class FlowMeter:
     def stats(self) -> Dict[str, int]:
         """Counters: packets, bytes, non_ip, truncated, bad_ip, other_proto, fragments
         (IPv4 fragments seen; IPv6 fragments are counted and dropped), reassembled
-        (datagrams rebuilt from them), fragments_dropped, tunneled (IP-in-IP and GRE packets
-        metered by their inner packet), flows_emitted, flows_evicted, active."""
+        (datagrams rebuilt from them), fragments_dropped (incomplete datagrams given up, the
+        sum of fragments_evicted, fragments_oversized, fragments_too_many and
+        fragments_timed_out), fragments_pending and fragment_bytes (held now),
+        fragment_bytes_peak, tunneled (IP-in-IP and GRE packets metered by their inner
+        packet), flows_emitted, flows_evicted, active, addr_cache_clears (the memo of address
+        texts holds 8,192 addresses and starts over when full)."""
         return {
             "packets": self._packets,
             "bytes": self._bytes,
@@ -348,11 +375,12 @@ class FlowMeter:
             "other_proto": self._other_proto,
             "fragments": self._fragments,
             "reassembled": self._reassembled,
-            "fragments_dropped": self._fragments_dropped,
+            **self._reassembler.stats,
             "tunneled": self._tunneled,
             "flows_emitted": self._emitted,
             "flows_evicted": self._evicted,
             "active": self._active,
+            "addr_cache_clears": self._addr_cache_clears,
         }
 
     @property
@@ -412,6 +440,8 @@ class FlowMeter:
             self._now = now
         if now >= self._next_due:
             self._run_timers(now)
+        elif self._reassembler.pending:
+            self._reassembler.expire(now)
         return self._take_done()
 
     def flush(self) -> List[FlowRecord]:
@@ -427,14 +457,15 @@ class FlowMeter:
         for flow in remaining:
             self._remove(flow)
         self._timers.clear()
-        self._frag_pending.clear()
+        self._reassembler.clear()
         self._next_due = float("inf")
         return self._take_done()
 
     def _take_done(self) -> List[FlowRecord]:
         done = self._done
-        if done:
-            self._done = []
+        if not done:
+            return []  # never hand out the meter's own list: later flows would appear in it
+        self._done = []
         return done
 
     # -- packet decoding -------------------------------------------------------------------
@@ -531,55 +562,15 @@ class FlowMeter:
         """Collect an IPv4 fragment; meter the datagram once it is complete (Zeek's FragReassembler).
 
         The reassembled datagram counts as one packet of its full length, like in Zeek.
-        Incomplete datagrams are dropped after ``fragment_timeout`` seconds, and the oldest
-        when more than ``max_fragmented`` are pending.
+        Memory and drops: :class:`~edgebot.edge.fragments.FragmentReassembler`.
         """
-        key = buf[l3 + 12:l3 + 20] + buf[l3 + 4:l3 + 6] + buf[l3 + 9:l3 + 10]
-        pending = self._frag_pending
-        entry = pending.get(key)
-        if entry is None:
-            if len(pending) >= _MAX_FRAGMENTED:
-                del pending[next(iter(pending))]
-                self._fragments_dropped += 1
-            entry = pending[key] = [ts, None, None, {}]  # first seen, header, payload size, pieces
-        offset = (((buf[l3 + 6] & 0x1F) << 8) | buf[l3 + 7]) << 3
-        payload = buf[l3 + ihl:l3 + total]
-        if offset == 0:
-            entry[1] = buf[l3:l3 + ihl]
-        if not buf[l3 + 6] & 0x20:
-            entry[2] = offset + len(payload)
-        entry[3].setdefault(offset, payload)
-        header, size, pieces = entry[1], entry[2], entry[3]
-        if header is None or size is None:
+        datagram = self._reassembler.add(buf, l3, ihl, total, ts)
+        if datagram is None:
             return
-        data = bytearray()
-        for start in sorted(pieces):
-            if start > len(data):
-                return  # a hole: wait for more
-            piece = pieces[start]
-            if start + len(piece) > len(data):
-                data += piece[len(data) - start:]
-        if len(data) < size:
-            return
-        del pending[key]
         self._reassembled += 1
-        hdr = bytearray(header)
-        struct.pack_into("!HHH", hdr, 2, len(hdr) + size, (hdr[4] << 8) | hdr[5], 0)
-        struct.pack_into("!H", hdr, 10, 0)
-        struct.pack_into("!H", hdr, 10, ~(int.from_bytes(hdr, "big") % 65535) & 0xFFFF)
-        datagram = bytes(hdr) + bytes(data[:size])
         counted = self._packets, self._bytes
         self._ingest(datagram, [(ts, 0, len(datagram), len(datagram))], LINKTYPE_IPV4)
         self._packets, self._bytes = counted  # the fragments were counted as they came
-
-    def _expire_fragments(self, now: float) -> None:
-        pending = self._frag_pending
-        while pending:
-            key = next(iter(pending))
-            if pending[key][0] + self.fragment_timeout > now:
-                break
-            del pending[key]
-            self._fragments_dropped += 1
 
     def _ipv6_packet(self, buf: bytes, off: int, cap: int, wire: int, l3: int, ts: float) -> None:
         """Walk IPv6 extension headers and hand the packet to its transport handler."""
@@ -820,6 +811,7 @@ class FlowMeter:
         names = self._addr_names
         if len(names) >= _ADDR_CACHE_MAX:
             names.clear()
+            self._addr_cache_clears += 1
         names[addr] = name
         return name
 
@@ -844,8 +836,8 @@ class FlowMeter:
                 self._next_due = when
 
     def _run_timers(self, now: float) -> None:
-        if self._frag_pending:
-            self._expire_fragments(now)
+        if self._reassembler.pending:
+            self._reassembler.expire(now)
         self._in_timers = True
         try:
             self._fire_timers(now)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import logging
 import lzma
 import os
 import struct
+import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, List, Tuple
+from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from edgebot.errors import SourceError
 
@@ -38,6 +40,8 @@ _RECORD_HEADER_LEN = 16
 #: A record claiming more than this many captured bytes means the file is corrupt.
 _MAX_RECORD_LEN = 16 * 1024 * 1024
 _CHUNK_SIZE = 1 << 20
+#: What a broken compressed stream raises while it is read (``EOFError``: it ends early).
+_STREAM_ERRORS = (EOFError, lzma.LZMAError, zlib.error, OSError)
 
 #: One packet of a batch: (timestamp, offset of the frame in the batch buffer,
 #: captured length, length on the wire).
@@ -51,12 +55,14 @@ class PcapStats:
     packets: int = 0
     bytes: int = 0  # captured bytes of all records
     truncated_records: int = 0  # a record cut short at the end of the file (0 or 1)
+    truncated_stream: int = 0  # the compressed stream ended before its end marker (0 or 1)
 
 
-def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO]:
-    """Open ``path`` for binary reading, decompressing gzip or xz by their magic bytes.
+def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO, Optional[str]]:
+    """Open ``path`` for binary reading, decompressing gzip, xz or bzip2 by their magic bytes.
 
-    Returns the stream to read and the raw file underneath (both must be closed).
+    Returns the stream to read, the raw file underneath (both must be closed) and the
+    compression's tool name (``"gzip"``, ``"xz"``, ``"bzip2"``) or None.
     """
     try:
         raw = open(path, "rb")
@@ -66,22 +72,32 @@ def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO]:
         raise SourceError(f"{path}: is a directory, expected a pcap file") from None
     except PermissionError:
         raise SourceError(f"{path}: permission denied; make the pcap readable by this user") from None
-    head = raw.read(6)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    head = raw.read(10)
     raw.seek(0)
     if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw  # type: ignore[return-value]
-    if head == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(raw, mode="rb"), raw  # type: ignore[return-value]
-    return raw, raw
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, "gzip"  # type: ignore[return-value]
+    if head[:6] == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(raw, mode="rb"), raw, "xz"  # type: ignore[return-value]
+    if head[:3] == b"BZh" and head[3:4].isdigit():
+        return bz2.BZ2File(raw, mode="rb"), raw, "bzip2"  # type: ignore[return-value]
+    return raw, raw, None
 
 
 class PcapReader:
     """Read packets from a classic libpcap file, fast.
 
-    Handles both byte orders, microsecond and nanosecond timestamps, and gzip or xz
+    Handles both byte orders, microsecond and nanosecond timestamps, and gzip, xz or bzip2
     compression (detected from the magic bytes, not the file name). A record cut short at
     the end of the file (a capture that was killed, a copy that was truncated) is tolerated:
-    it is counted in ``stats.truncated_records`` and a warning is logged once.
+    it is counted in ``stats.truncated_records`` and a warning is logged once; so is a
+    compressed stream that ends early (``stats.truncated_stream``).
+
+    Corruption (compressed data that does not decompress or fails its checksum, a record
+    header claiming more than 16 MiB) ends the iteration of :meth:`batches` with a
+    one-line :class:`SourceError` naming the file, raised only after every complete
+    packet before the damage was yielded, so that a consumer loses nothing it had.
 
     Parameters
     ----------
@@ -104,10 +120,10 @@ class PcapReader:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = os.fspath(path)
         self.stats = PcapStats()
-        self._file, self._raw = _open_decompressed(self.path)
+        self._file, self._raw, self.compression = _open_decompressed(self.path)
         try:
             header = self._file.read(_GLOBAL_HEADER_LEN)
-        except (OSError, EOFError, lzma.LZMAError) as exc:
+        except _STREAM_ERRORS as exc:
             self.close()
             raise SourceError(f"{self.path}: not a pcap file (cannot decompress: {exc})") from None
         try:
@@ -158,15 +174,33 @@ class PcapReader:
         """
         unpack_from = self._record.unpack_from
         scale = 1e-9 if self.nanosecond else 1e-6
-        read = self._file.read
+        read1 = self._file.read1
         stats = self.stats
         pending = b""
-        while True:
+        broken: Optional[BaseException] = None  # the stream failed to decompress
+        bad_record = 0  # caplen of a damaged record header
+        last = False
+        while not last:
+            # read1 decompresses one step at a time: when the stream breaks, the bytes
+            # decompressed before the damage are kept (read() would drop the whole chunk).
+            parts: List[bytes] = []
+            got = 0
             try:
-                chunk = read(chunk_size)
-            except (OSError, EOFError, lzma.LZMAError) as exc:
+                while got < chunk_size:
+                    part = read1(chunk_size - got)
+                    if not part:
+                        last = True
+                        break
+                    parts.append(part)
+                    got += len(part)
+            except EOFError as exc:
+                last = True
+                stats.truncated_stream = 1
                 logger.warning("%s: compressed stream ends early (%s); stopping there", self.path, exc)
-                chunk = b""
+            except _STREAM_ERRORS as exc:
+                last = True
+                broken = exc
+            chunk = parts[0] if len(parts) == 1 else b"".join(parts)
             buf = pending + chunk if pending else chunk
             end = len(buf)
             pos = 0
@@ -178,10 +212,8 @@ class PcapReader:
                 stop = pos + _RECORD_HEADER_LEN + caplen
                 if stop > end:
                     if caplen > _MAX_RECORD_LEN:
-                        raise SourceError(
-                            f"{self.path}: corrupt record at packet {stats.packets + len(packets) + 1} "
-                            f"(claims {caplen} captured bytes); the file is damaged"
-                        )
+                        bad_record = caplen
+                        last = True
                     break
                 append((sec + frac * scale, pos + _RECORD_HEADER_LEN, caplen, wirelen))
                 nbytes += caplen
@@ -191,8 +223,18 @@ class PcapReader:
             pending = buf[pos:]
             if packets:
                 yield buf, packets
-            if not chunk:
-                break
+        if bad_record:
+            raise SourceError(
+                f"{self.path}: corrupt record at packet {stats.packets + 1} (claims {bad_record} captured "
+                f"bytes); the file is damaged there, the {stats.packets} packets before it were read"
+            )
+        if broken is not None:
+            if self.compression is None:
+                raise SourceError(f"{self.path}: cannot read after packet {stats.packets} ({broken})")
+            raise SourceError(
+                f"{self.path}: compressed data is corrupt after packet {stats.packets} ({broken}); the "
+                f"packets before it were read; test the file with `{self.compression} -t {self.path}`"
+            )
         if pending:
             stats.truncated_records += 1
             logger.warning(

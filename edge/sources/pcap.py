@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any, Dict, Iterator, Mapping, Optional
 
-from edgebot.errors import ConfigError
+from edgebot.errors import ConfigError, SourceError
 from edgebot.flow import FlowRecord
 
 from ..meter import FlowMeter
@@ -16,7 +16,8 @@ from .base import FlowSource, register_source
 logger = logging.getLogger(__name__)
 
 #: Options a source passes through to :class:`~edgebot.edge.meter.FlowMeter`.
-METER_OPTIONS = frozenset({"max_flows", "timeouts", "verify_checksums"})
+METER_OPTIONS = frozenset({"max_flows", "timeouts", "verify_checksums", "max_fragment_bytes", "max_fragmented",
+                           "max_fragments_per_datagram", "fragment_timeout"})
 
 
 def make_meter(meter_options: Optional[Mapping[str, Any]], source: str) -> FlowMeter:
@@ -48,13 +49,18 @@ class PcapSource(FlowSource):
     path : str or os.PathLike
         The capture.
     meter_options : mapping, optional
-        ``max_flows``, ``timeouts`` (e.g. ``{"udp_inactivity": 30}``), ``verify_checksums``.
+        ``max_flows``, ``timeouts`` (e.g. ``{"udp_inactivity": 30}``), ``verify_checksums``, and
+        the reassembly caps ``max_fragment_bytes``, ``max_fragmented``,
+        ``max_fragments_per_datagram``, ``fragment_timeout`` (see :class:`FlowMeter`).
 
     Raises
     ------
     SourceError
         The file is missing, not a pcap, pcapng, or of an unsupported link type (raised
-        here, not on first iteration).
+        here, not on first iteration). While iterating: the file is corrupt (compressed
+        data that does not decompress, a damaged record header); raised only after every
+        flow of the packets before the damage was yielded (and, with ``ticks``, a tick, so
+        that the agent scores them first).
     ConfigError
         Unknown or invalid meter options.
 
@@ -71,6 +77,7 @@ class PcapSource(FlowSource):
         self._meter = make_meter(meter_options, self.path)
         self._reader = PcapReader(self.path)
         self._done = False
+        self._damaged = 0
 
     @property
     def description(self) -> str:
@@ -86,14 +93,23 @@ class PcapSource(FlowSource):
             return
         meter, reader = self._meter, self._reader
         linktype = reader.linktype
+        damage: Optional[SourceError] = None
         try:
-            for buf, packets in reader.batches(chunk_size=CHUNK_BYTES):
-                flows = meter.add_batch(buf, packets, linktype)
-                if flows:
-                    yield from flows
-                    if self.ticks:
-                        yield None  # the consumer scores now instead of waiting through the next chunk
+            try:
+                for buf, packets in reader.batches(chunk_size=CHUNK_BYTES):
+                    flows = meter.add_batch(buf, packets, linktype)
+                    if flows:
+                        yield from flows
+                        if self.ticks:
+                            yield None  # the consumer scores now instead of waiting through the next chunk
+            except SourceError as exc:  # corrupt file: what was metered before the damage still counts
+                damage = exc
+                self._damaged = 1
             yield from meter.flush()
+            if damage is not None:
+                if self.ticks:
+                    yield None  # let the consumer score every flow before the error ends its loop
+                raise damage
         finally:
             self._done = True
             reader.close()
@@ -109,6 +125,8 @@ class PcapSource(FlowSource):
             "path": self.path,
             "records_read": reader.packets,
             "truncated_records": reader.truncated_records,
+            "truncated_stream": reader.truncated_stream,
+            "damaged": self._damaged,
             **self._meter.stats,
         }
 

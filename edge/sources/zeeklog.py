@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from edgebot.errors import DataFormatError, SourceError
 from edgebot.edge.sources.base import FlowSource, register_source
+from edgebot.errors import ConfigError, DataFormatError, EdgebotError, SourceError
 from edgebot.flow import CicFlowRecord, FlowRecord
+from edgebot.readers.common import MAX_LINE_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,25 @@ class FlowFileSource(FlowSource):
         self.accept_cic = accept_cic
         self._description = f"{self.reader.format} file {self.path.name}"
         self._stop = threading.Event()
+        self.damaged = 0
 
-    def __iter__(self) -> Iterator[FlowRecord]:
-        for rec in self.reader:
+    def __iter__(self) -> Iterator[Optional[FlowRecord]]:
+        """Yield every flow of the file.
+
+        A file whose compressed data breaks part-way ends with the reader's one-line
+        :class:`DataFormatError`, raised after the flows before the damage were yielded and
+        one ``None`` tick, so that the agent scores them before the error ends its loop.
+        """
+        rows = iter(self.reader)
+        while True:
+            try:
+                rec = next(rows)
+            except StopIteration:
+                return
+            except DataFormatError:
+                self.damaged = 1
+                yield None
+                raise
             if isinstance(rec, CicFlowRecord) and not self.accept_cic:
                 raise SourceError(
                     f"{self.path}: CICFlowMeter flows need a bundle trained on the cicflowmeter profile; "
@@ -65,7 +82,7 @@ class FlowFileSource(FlowSource):
 
     def stats(self) -> dict:
         return {"flows": self.reader.rows_read, "rows_skipped": self.reader.rows_skipped,
-                "skipped_reasons": dict(self.reader.skipped_reasons)}
+                "skipped_reasons": dict(self.reader.skipped_reasons), "damaged": self.damaged}
 
     def close(self) -> None:
         pass
@@ -79,6 +96,17 @@ class ZeekLogFollower(FlowSource):
     the follower finishes the old file, then reopens the path (detected by a changed inode or
     a file that shrank). Yields ``None`` every ``poll_s`` while idle so the agent's clock runs.
 
+    Bounds: a line longer than ``max_line_chars`` (default
+    :data:`edgebot.readers.common.MAX_LINE_CHARS`, 1 MiB, as for ``--csv``) is skipped
+    without being held whole, counted in ``stats()["lines_too_long"]`` (and
+    ``rows_skipped``) and logged with its file and line number; the partial line kept while
+    Zeek is mid-write never grows past the same cap (``line_buffer_peak`` in ``stats()``).
+
+    A file that is there but not a Zeek conn log is a one-line :class:`SourceError`, decided
+    from what the file holds: a complete first line (or header) of another kind, or a first
+    line that cannot start a Zeek log. An empty file, or one whose ``#`` header is still being
+    written, is waited for, with one warning saying so.
+
     Parameters
     ----------
     path
@@ -87,17 +115,26 @@ class ZeekLogFollower(FlowSource):
         Keep waiting for new rows at the end of the file (False: stop at the end).
     poll_s
         Sleep between polls when idle.
+    max_line_chars
+        Longest line read, in characters.
     """
 
-    def __init__(self, path: str | os.PathLike, *, follow: bool = True, poll_s: float = 0.5):
+    def __init__(self, path: str | os.PathLike, *, follow: bool = True, poll_s: float = 0.5,
+                 max_line_chars: int = MAX_LINE_CHARS):
+        if not isinstance(max_line_chars, int) or max_line_chars < 1024:
+            raise ConfigError(f"max_line_chars must be an integer >= 1024, got {max_line_chars!r}")
         self.path = Path(path)
         self.follow = follow
         self.poll_s = poll_s
+        self.max_line_chars = max_line_chars
         self._description = f"Zeek log {self.path.name}" + (" (following)" if follow else "")
         self._stop = threading.Event()
         self.rows_read = 0
         self.rows_skipped = 0
         self.rotations = 0
+        self.lines_too_long = 0
+        self.line_buffer_peak = 0
+        self._warned: set = set()  # reasons to wait that were logged already (each once)
         if not self.path.exists() and not follow:
             raise SourceError(f"{self.path}: no such file")
 
@@ -109,10 +146,18 @@ class ZeekLogFollower(FlowSource):
         self._stop.set()
 
     def stats(self) -> dict:
-        return {"flows": self.rows_read, "rows_skipped": self.rows_skipped, "rotations": self.rotations}
+        return {"flows": self.rows_read, "rows_skipped": self.rows_skipped, "rotations": self.rotations,
+                "lines_too_long": self.lines_too_long, "line_buffer_peak": self.line_buffer_peak,
+                "max_line_chars": self.max_line_chars}
 
     def close(self) -> None:
         pass
+
+    def _wait(self, why: str) -> None:
+        """Say once per reason that the follower waits for the file (a clear note, not silence)."""
+        if why not in self._warned:
+            self._warned.add(why)
+            log.warning("%s: %s; waiting for it (polling every %.1f s)", self.path, why, self.poll_s)
 
     def _open(self):
         """Open the current file and a reader that knows its format; None while it does not exist."""
@@ -122,6 +167,7 @@ class ZeekLogFollower(FlowSource):
         try:
             fh = open(self.path, "r", encoding="utf-8", errors="replace", newline="")
         except FileNotFoundError:
+            self._wait("does not exist yet")
             return None, None
         except OSError as exc:
             raise SourceError(f"{self.path}: cannot open ({exc})") from exc
@@ -130,24 +176,67 @@ class ZeekLogFollower(FlowSource):
             raise SourceError(f"{self.path}: compressed logs cannot be followed; use --csv to read it once")
         try:
             reader = open_flows(self.path)
-        except DataFormatError:
+        except DataFormatError as exc:
             fh.close()
-            if os.path.getsize(self.path) < 4096 and self.follow:  # Zeek is still writing the headers
-                return None, None
-            raise
+            why = self._still_being_written() if self.follow else None
+            if why is None:
+                raise SourceError(str(exc)) from None
+            self._wait(why)
+            return None, None
         if reader.format not in ("zeek-tsv", "iot23-labeled", "zeek-json"):
             fh.close()
             raise SourceError(f"{self.path}: --zeek-log follows Zeek conn logs; this is {reader.format} (use --csv)")
         return fh, reader
 
+    def _still_being_written(self) -> Optional[str]:
+        """Why a file that is not (yet) a readable log may still become one, or None if it cannot.
+
+        Only its complete lines decide: an empty file, a first line not ended yet that may
+        start a header (``#``) or a JSON record (``{``), or complete ``#`` lines of a conn log
+        without their ``#fields`` line yet are waited for; anything else is final.
+        """
+        from edgebot.readers.detect import HEAD_BYTES, read_head
+        from edgebot.readers.zeek import ZeekHeader
+
+        try:
+            head = read_head(self.path, HEAD_BYTES).decode("utf-8", errors="replace")
+        except EdgebotError:
+            return None
+        if not head.strip():
+            return "is empty (Zeek writes the header first)"
+        text = head.lstrip("\ufeff")
+        complete = text.split("\n")[:-1]  # what follows the last newline may still grow
+        if not complete:
+            if text.lstrip()[:1] in ("#", "{") and "\x00" not in text:
+                return "has no complete first line yet"
+            return None
+        header = ZeekHeader()
+        for line in complete:
+            line = line.rstrip("\r")
+            if not line:
+                continue
+            if not line.startswith("#"):
+                return None
+            try:
+                header.feed(line)
+            except ValueError:
+                return None
+        if header.log_path and not header.log_path.startswith("conn"):
+            return None
+        if header.layout is None:
+            return "has a Zeek header without its #fields line yet"
+        return None
+
     def __iter__(self) -> Iterator[Optional[FlowRecord]]:
         fh, reader = None, None
         line_no = 0
-        partial = ""
+        partial = ""  # the start of a line Zeek has not finished writing (at most max_line_chars)
+        overlong = False  # the current line passed max_line_chars: drop it up to its newline
+        cap = self.max_line_chars
         while not self._stop.is_set():
             if fh is None:
                 fh, reader = self._open()
-                line_no, partial = 0, ""
+                line_no, partial, overlong = 0, "", False
                 if fh is None:
                     if not self.follow:
                         return
@@ -155,14 +244,26 @@ class ZeekLogFollower(FlowSource):
                     time.sleep(self.poll_s)
                     continue
                 ino = os.fstat(fh.fileno()).st_ino
-            chunk = fh.readline()
+            chunk = fh.readline(cap if overlong else cap + 1 - len(partial))
             if chunk:
-                if not chunk.endswith("\n"):
-                    partial += chunk  # Zeek is mid-write: wait for the rest of the line
-                    if not self.follow:
-                        chunk, partial = partial, ""
-                    else:
+                held = len(partial) + len(chunk)
+                if held > self.line_buffer_peak:
+                    self.line_buffer_peak = held
+                ended = chunk.endswith("\n")
+                if overlong:
+                    if ended:
+                        overlong = False
+                        line_no += 1
+                        self._too_long(line_no)
+                    continue
+                if not ended:
+                    partial += chunk
+                    if len(partial) > cap:  # no newline within the cap: drop what is held
+                        overlong, partial = True, ""
                         continue
+                    if self.follow:
+                        continue  # Zeek is mid-write: wait for the rest of the line
+                    chunk, partial = partial, ""  # the last line of the file, without a newline
                 else:
                     chunk, partial = partial + chunk, ""
                 line_no += 1
@@ -172,6 +273,10 @@ class ZeekLogFollower(FlowSource):
                     yield rec
                 continue
             # end of the file for now
+            if overlong and not self.follow:
+                line_no += 1
+                self._too_long(line_no)
+                overlong, partial = False, ""
             if self._rotated(fh, ino):
                 self.rotations += 1
                 log.info("%s: rotated; reopening", self.path)
@@ -184,6 +289,13 @@ class ZeekLogFollower(FlowSource):
             time.sleep(self.poll_s)
         if fh is not None:
             fh.close()
+
+    def _too_long(self, line_no: int) -> None:
+        """Count a skipped over-long line and say where it was."""
+        self.lines_too_long += 1
+        self.rows_skipped += 1
+        if self.lines_too_long <= 20:
+            log.warning("%s:%d: skipped a line longer than %d characters", self.path, line_no, self.max_line_chars)
 
     def _rotated(self, fh, ino: int) -> bool:
         try:
