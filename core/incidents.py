@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, KeysView, Optional, Protocol, Union
 
@@ -105,7 +105,7 @@ class EvidenceRule:
     beacon_jitter: float = 0.15
     beacon_min_excess: float = 0.5
     high_confidence: float = 3.0
-    max_pending_hosts: int = 10_000
+    max_pending_hosts: int = 4096
     max_open_incidents: int = 1_000
     max_peers_tracked: int = 256
 
@@ -161,8 +161,8 @@ class HostEvidence:
     def __init__(self, rule: EvidenceRule, ts: float) -> None:
         self.first = ts
         self.last = ts
-        self.confident: deque[float] = deque(maxlen=rule.confident_memory)
-        self.peers: OrderedDict[str, _Peer] = OrderedDict()
+        self.confident: list[float] = []  # timestamps, at most rule.confident_memory
+        self.peers: dict[str, _Peer] = {}  # insertion order = least recently flagged first
         self.bucket = 0.0
         self.bucket_ts = ts
         self.mass = 0.0
@@ -197,7 +197,10 @@ class HostEvidence:
         self.last = max(self.last, ts)
         self.max_score = max(self.max_score, score)
         if confident:
-            self.confident.append(ts)
+            conf = self.confident
+            conf.append(ts)
+            if len(conf) > rule.confident_memory:
+                del conf[0]
         # leaky bucket for sustained volume; decayed excess mass for the message
         dt = max(0.0, ts - self.bucket_ts)
         self.bucket = max(0.0, self.bucket - dt * rule.flood_rate) + 1.0
@@ -206,14 +209,13 @@ class HostEvidence:
         self.mass = self.mass * math.exp(-dm / rule.window_s) + excess
         self.mass_ts = max(self.mass_ts, ts)
         peers = self.peers
-        peer = peers.get(dest)
+        peer = peers.pop(dest, None)  # re-inserted below: most recently flagged last
         if peer is None:
             self._prune(rule, ts)
             if len(peers) >= 2 * rule.scan_destinations:
-                peers.popitem(last=False)
-            peer = peers[dest] = _Peer(ts)
+                del peers[next(iter(peers))]
+            peer = _Peer(ts)
         else:
-            peers.move_to_end(dest)
             gap = ts - peer.last
             if gap > 0:  # Welford over the gaps between flows to this peer
                 n = peer.count  # gaps so far + 1
@@ -221,6 +223,7 @@ class HostEvidence:
                 peer.gap_mean += delta / n
                 peer.gap_m2 += delta * (gap - peer.gap_mean)
             peer.last = max(peer.last, ts)
+        peers[dest] = peer
         peer.count += 1
         peer.failed += failed
         peer.excess += excess

@@ -85,7 +85,7 @@ class FlowJudge:
         if learning:
             normal = (score < self.high_confidence_score and host not in tracker.open_hosts
                       and tracker.evidence_strength(host, end) < 1.0)
-            site.learn(host, end, score, dest, port, proto, normal=normal)
+            site.learn_into(dev, end, score, dest, port, proto, normal=normal)
         return msgs
 
     def observe_many(self, hosts: Sequence[str], ends: Sequence[float], scores: Sequence[float],

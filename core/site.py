@@ -262,7 +262,11 @@ class SiteProfile:
         ``normal`` is False for a flow that must not be learned (its host's evidence is at incident
         strength or it has an open incident); it is counted as skipped.
         """
-        dev = self.device(host, ts)
+        self.learn_into(self.device(host, ts), ts, score, dest, port, proto, normal=normal)
+
+    def learn_into(self, dev: DeviceProfile, ts: float, score: float, dest: str, port: int, proto: str, *,
+                   normal: bool) -> None:
+        """:meth:`learn` for a profile the caller already holds (from :meth:`device`)."""
         if ts >= dev.learn_until:
             return
         if not normal:
