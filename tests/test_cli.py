@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from edgebot import __version__
 from edgebot.cli import main
 
-COMMANDS = [["data", "summary"], ["train"], ["convert"], ["eval"], ["run"], ["bench"]]
+COMMANDS = [["data", "summary"], ["train"], ["convert"], ["eval"], ["run"], ["bench"], ["keygen"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c))
@@ -24,7 +24,7 @@ def test_help_has_an_example_and_no_truncated_summary(cmd):
 def test_top_level_help_lists_every_command_in_full():
     res = CliRunner().invoke(main, ["--help"])
     assert res.exit_code == 0
-    for name in ("train", "convert", "eval", "run", "bench", "data"):
+    for name in ("train", "convert", "eval", "run", "bench", "data", "keygen"):
         assert f"  {name} " in res.output
     commands = res.output.split("Commands:")[1]
     assert "..." not in commands  # short help fits; nothing cut off
