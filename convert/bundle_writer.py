@@ -404,11 +404,11 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
     run_dir, out = Path(run_dir), Path(out)
     if not 0.0 <= max_f1_drop <= 1.0:
         raise BundleError(f"--max-f1-drop must be between 0 and 1, got {max_f1_drop}")
-    key = None
+    signing_key = None
     if sign_key is not None:
         from edgebot.signing import load_private_key
 
-        key = load_private_key(sign_key)  # before the conversion: a bad key fails in a second, not minutes
+        signing_key = load_private_key(sign_key)  # before the conversion: a bad key fails in a second, not minutes
     spec, metrics = read_run_dir(run_dir)
     _check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -444,10 +444,10 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         manifest["files"] = file_entries(tmp, files + [VERIFICATION_FILE])
         written = write_manifest(tmp, manifest)
         signed_by = None
-        if key is not None:
+        if signing_key is not None:
             from edgebot.signing import sign_bundle
 
-            signed_by = sign_bundle(tmp, key)["key_id"]
+            signed_by = sign_bundle(tmp, signing_key)["key_id"]
         shutil.rmtree(tmp / ".work")
         _publish(tmp, out)
     except BaseException:

@@ -49,3 +49,23 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
     assert res.returncode == 2
     assert res.stderr.startswith("Error: ") and res.stderr.count("\n") == 1
     assert "not a Zeek conn log or CICFlowMeter CSV" in res.stderr
+
+
+def test_an_unwritable_summary_json_is_refused_before_the_run(tmp_path):
+    """Issue 12 item 10: the path was only tried after the whole run, then a traceback."""
+    from conftest_bundle import write_fake_bundle
+
+    bundle = write_fake_bundle(tmp_path / "bundle")  # placeholder models: a run would fail differently
+    (tmp_path / "cap.pcap").write_bytes(b"")
+    for target, why in ((tmp_path / "missing" / "s.json", "no such directory"),
+                        (tmp_path / "cap.pcap" / "s.json", "no such directory")):
+        res = subprocess.run([sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(bundle), "--pcap",
+                              str(tmp_path / "cap.pcap"), "--summary-json", str(target)],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.startswith("Error: --summary-json: ") and res.stderr.count("\n") == 1
+        assert why in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(bundle), "--pcap",
+                          str(tmp_path / "cap.pcap"), "--summary-json", str(tmp_path / "missing" / "s.json"),
+                          "--check-config"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "--summary-json: no such directory" in res.stderr
