@@ -278,7 +278,8 @@ def evaluate(bundle_dir, paths, as_json, trust) -> None:
 @click.option("--iface", help="Capture live on this interface (needs CAP_NET_RAW).")
 @click.option("--zeek-log", "zeek_log", type=click.Path(), help="Follow a growing Zeek conn.log (TSV or JSON).")
 @click.option("--csv", "csv_path", type=click.Path(), help="Score flows already metered (Zeek-like or CICFlowMeter CSV).")
-@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://user:pass@host:1883 or mqtts://host:8883.")
+@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://host:1883 or mqtts://host:8883. Give the password in "
+              "EDGEBOT_MQTT_PASSWORD (or a 0600 config), not as user:pass@ here: every local user sees it in ps.")
 @click.option("--jsonl", "jsonl", type=click.Path(), help="Write incidents as JSON lines here ('-' = stdout).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (flags override it).")
 @click.option("--gateway-id", "gateway_id", help="Name of this gateway in topics and incidents.")
@@ -293,7 +294,9 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
     """Meter traffic, score flows with the bundle, publish incidents (MQTT and/or JSON lines).
 
     Exactly one source: --pcap, --iface, --zeek-log or --csv. Without --mqtt, incidents go
-    to --jsonl (stdout by default). SIGINT/SIGTERM flush, publish 'offline' and exit 0.
+    to --jsonl (stdout by default). SIGINT/SIGTERM end the open incidents ('agent stopped'),
+    flush for up to 2 s, publish 'offline' and exit 0 (undelivered messages stay queued).
+    Refused MQTT credentials or TLS, or a bundle not signed by --trust: exit 2.
 
     \b
     Example:

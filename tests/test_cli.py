@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -69,3 +70,13 @@ def test_an_unwritable_summary_json_is_refused_before_the_run(tmp_path):
                           str(tmp_path / "cap.pcap"), "--summary-json", str(tmp_path / "missing" / "s.json"),
                           "--check-config"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "--summary-json: no such directory" in res.stderr
+
+
+def test_the_summary_json_is_written_atomically(tmp_path):
+    from edgebot.cli import _write_summary_json
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    _write_summary_json(str(target), {"flows": 3, "incidents": {"new": 1}})
+    assert json.loads(target.read_text()) == {"flows": 3, "incidents": {"new": 1}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no temporary file left

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest_bundle import edit_manifest, fake_bundle, fake_manifest  # noqa: F401
+from conftest_bundle import edit_manifest, fake_bundle, fake_manifest, int8_bundle  # noqa: F401
 from edgebot.bundle import load_bundle, load_manifest
 from edgebot.errors import BundleError, EdgebotError
 from edgebot.manifest import (
@@ -241,3 +241,25 @@ def test_fuzz_mutated_manifests_only_raise_edgebot_errors(tmp_path_factory, data
         load_bundle(bundle)
     except EdgebotError as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.mark.tf
+@examples(40)
+@given(data=st.data())
+def test_fuzz_mutated_real_manifests_load_and_score_or_raise_edgebot_errors(int8_bundle, tmp_path_factory, data):
+    """The same mutations on the real bundle: whatever loads must also score (the models run)."""
+    import shutil
+
+    import numpy as np
+
+    bundle = tmp_path_factory.mktemp("real") / "b"
+    shutil.copytree(int8_bundle, bundle)
+    manifest = _mutate(json.loads((bundle / "manifest.json").read_text()), data)
+    (bundle / "manifest.json").write_bytes(render_manifest(seal(manifest)))
+    try:
+        loaded = load_bundle(bundle)
+    except EdgebotError as exc:
+        assert "\n" not in str(exc)
+        return
+    scores = loaded.score(np.zeros((2, loaded.window, loaded.n_features), np.float32))
+    assert scores.shape == (2,) and 0.0 <= loaded.threshold <= 1.0
