@@ -216,7 +216,13 @@ def test_refuses_quantization_that_disagrees_with_the_manifest(bundle_copy):
 
 @pytest.mark.tf
 def test_refuses_a_window_that_disagrees_with_the_model(bundle_copy):
-    edit_manifest(bundle_copy, lambda m: m.update(window=6))
+    edit_manifest(bundle_copy, lambda m: m.update(window=6))  # the manifest disagrees with itself
+    _refused(bundle_copy, "manifest field models.hybrid.input.shape must be [-1, 6, ")
+
+    def consistent(m):  # a consistent manifest whose model was not built for it
+        m.update(window=6)
+        m["models"]["hybrid"]["input"]["shape"][1] = 6
+    edit_manifest(bundle_copy, consistent)
     _refused(bundle_copy, "hybrid.tflite input shape")
 
 
