@@ -33,7 +33,6 @@ from edgebot.bundle import (
     VERIFICATION_FILE,
     file_entries,
     load_bundle,
-    sha256_file,
     write_manifest,
 )
 from edgebot.errors import BundleError, CheckFailed, DataError
@@ -360,7 +359,8 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005, force: bool = False,
-                threads: int = 2, calib_limit: int = 2000, timeout: float = WORKER_TIMEOUT) -> dict[str, Any]:
+                threads: int = 2, calib_limit: int = 2000, timeout: float = WORKER_TIMEOUT,
+                sign_key: PathLike | None = None) -> dict[str, Any]:
     """Convert a run dir into a verified int8 bundle.
 
     Parameters
@@ -380,11 +380,15 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         At most this many calibration windows (evenly spaced over ``calib_windows``).
     timeout
         Seconds before the converter worker is considered hung.
+    sign_key
+        An ed25519 private key file (``edgebot keygen``): sign the bundle id into
+        ``signature.json`` (checked before the conversion starts).
 
     Returns
     -------
     dict
-        The content of ``verification.json`` plus ``bundle`` (path) and ``bundle_id``.
+        The content of ``verification.json`` plus ``bundle`` (path), ``bundle_id`` (12 hex digits),
+        ``digest`` (all 64) and ``signed_by`` (key id or None).
 
     Raises
     ------
@@ -393,11 +397,18 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         failed or crashed; ``out`` exists without ``force``.
     CheckFailed
         (exit 1) the int8 fused F1 dropped more than ``max_f1_drop``; nothing is written.
+    ConfigError
+        ``sign_key`` is not an ed25519 private key.
     """
     started = time.monotonic()
     run_dir, out = Path(run_dir), Path(out)
     if not 0.0 <= max_f1_drop <= 1.0:
         raise BundleError(f"--max-f1-drop must be between 0 and 1, got {max_f1_drop}")
+    signing_key = None
+    if sign_key is not None:
+        from edgebot.signing import load_private_key
+
+        signing_key = load_private_key(sign_key)  # before the conversion: a bad key fails in a second, not minutes
     spec, metrics = read_run_dir(run_dir)
     _check_out(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -431,14 +442,21 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         manifest["verification"] = {k: verification[k] for k in ("f1_drop", "max_f1_drop", "passed")}
         manifest["verification"].update(float_f1=verification["float"]["f1"], int8_f1=verification["int8"]["f1"])
         manifest["files"] = file_entries(tmp, files + [VERIFICATION_FILE])
-        write_manifest(tmp, manifest)
+        written = write_manifest(tmp, manifest)
+        signed_by = None
+        if signing_key is not None:
+            from edgebot.signing import sign_bundle
+
+            signed_by = sign_bundle(tmp, signing_key)["key_id"]
         shutil.rmtree(tmp / ".work")
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     verification["bundle"] = str(out)
-    verification["bundle_id"] = sha256_file(out / MANIFEST)[:12]
+    verification["digest"] = written.bundle_id
+    verification["bundle_id"] = written.bundle_id[:12]
+    verification["signed_by"] = signed_by
     verification["seconds"] = round(time.monotonic() - started, 1)
     log.info("bundle %s written to %s in %.0f s", verification["bundle_id"], out, verification["seconds"])
     return verification
@@ -449,7 +467,8 @@ def format_verification(result: dict[str, Any]) -> str:
     f, q = result["float"], result["int8"]
     s = result["sizes"]
     lines = [
-        f"bundle {result['bundle_id']} written to {result['bundle']} ({result['seconds']:.0f} s)",
+        f"bundle {result['bundle_id']} written to {result['bundle']} ({result['seconds']:.0f} s)"
+        + (f", signed with key {result['signed_by']}" if result.get("signed_by") else ""),
         f"verified on {result['test_windows']} test windows with {result['runtime']}:",
         f"  {'':8} {'F1':>8} {'precision':>10} {'recall':>8} {'FPR':>8}",
         f"  {'float':8} {f['f1']:8.4f} {f['precision']:10.4f} {f['recall']:8.4f} {f['fpr']:8.4f}",

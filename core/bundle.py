@@ -1,18 +1,20 @@
-"""The model bundle: manifest schema, the checking loader, and int8 scoring (numpy + TFLite + XGBoost only).
+"""The model bundle: the checking loader and int8 scoring (numpy + TFLite + XGBoost only).
 
 A bundle is a directory written by ``edgebot convert``::
 
-    manifest.json        what the bundle is and how to feed it (schema below, docs/bundle.md)
+    manifest.json        what the bundle is and how to feed it (edgebot.manifest, docs/bundle.md)
     hybrid.tflite        CNN-LSTM, full int8, input (-1, T, F) host windows or (-1, F, 1) along
                          the feature axis (cicflowmeter profile), output (-1, 1) probability
     autoencoder.tflite   dense autoencoder, full int8, input (-1, F), output (-1, F)
     fuser.json           XGBoost binary:logistic Booster (JSON) over edgebot.fusion.fuser_inputs
     verification.json    int8 versus float metrics on the run's test split
+    signature.json       optional: ed25519 signature of the bundle id (edgebot.signing)
 
 :func:`load_bundle` checks everything before anything is scored and refuses a bundle with a
-one-line :class:`~edgebot.errors.BundleError` (exit code 2): a newer schema, a missing or
-tampered file (sha256), a featurizer other than the installed profile of its name (``zeek`` or
-``cicflowmeter``; manifests without a profile are ``zeek``), tensors whose shapes do
+one-line :class:`~edgebot.errors.BundleError` (exit code 2): another schema, a manifest whose
+bytes do not match its ``bundle_id``, a missing or bad signature when a trusted key is given, a
+field of the wrong type or out of range, a missing or tampered file (sha256), a featurizer other
+than the installed profile of its name (``zeek`` or ``cicflowmeter``), tensors whose shapes do
 not match the feature count or window length, quantization that disagrees with the manifest.
 It never falls back to defaults. This module never imports TensorFlow.
 """
@@ -20,10 +22,8 @@ It never falls back to defaults. This module never imports TensorFlow.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
-from dataclasses import dataclass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +32,26 @@ import numpy as np
 from edgebot.errors import BundleError, DataError, RuntimeMissingError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
 from edgebot.fusion import fuser_inputs, raw_feature_index, reconstruction_error
+from edgebot.manifest import (  # noqa: F401 - re-exported: the bundle's file names and schema live there
+    AUTOENCODER_FILE,
+    FUSER_FILE,
+    HYBRID_FILE,
+    MANIFEST,
+    MAX_MANIFEST_BYTES,
+    MIN_SCHEMA_VERSION,
+    REQUIRED_KEYS,
+    SCHEMA_VERSION,
+    SIGNATURE_FILE,
+    VERIFICATION_FILE,
+    Manifest,
+    ModelEntry,
+    parse_manifest_bytes,
+    write_manifest,
+)
 from edgebot.runtime import Int8Model, QuantParams, find_interpreter, runtime_version
 from edgebot.windows import last_rows, model_sequences
 
 log = logging.getLogger(__name__)
-
-#: Version of the manifest layout this edgebot writes and reads.
-SCHEMA_VERSION = 1
-#: Oldest schema this edgebot still reads.
-MIN_SCHEMA_VERSION = 1
-
-MANIFEST = "manifest.json"
-HYBRID_FILE = "hybrid.tflite"
-AUTOENCODER_FILE = "autoencoder.tflite"
-FUSER_FILE = "fuser.json"
-VERIFICATION_FILE = "verification.json"
-
-#: Top-level manifest keys every bundle must have.
-REQUIRED_KEYS: tuple[str, ...] = (
-    "schema_version", "edgebot_version", "featurizer", "scaler", "window", "models", "fuser",
-    "thresholds", "versions", "files",
-)
 
 _RECONVERT = "reconvert the run with `edgebot convert`"
 
@@ -73,20 +72,26 @@ def file_entries(bundle_dir: str | Path, names: list[str]) -> dict[str, dict]:
             for name in sorted(names)}
 
 
-def write_manifest(bundle_dir: str | Path, manifest: dict) -> Path:
-    """Write ``manifest.json`` (indented, keys in the given order, strict JSON)."""
-    path = Path(bundle_dir) / MANIFEST
-    path.write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+def load_manifest(bundle_dir: str | Path, *, trust: str | os.PathLike[str] | None = None) -> Manifest:
+    """Read ``manifest.json``, check its integrity (and signature), validate every field.
 
+    Parameters
+    ----------
+    bundle_dir
+        The bundle directory.
+    trust
+        A public key file (``edgebot keygen``): the bundle must carry a valid signature by it.
 
-def read_manifest(bundle_dir: str | Path) -> dict:
-    """Read and check the shape of ``manifest.json`` (not the files it lists).
+    Returns
+    -------
+    Manifest
+        Validated; the files it lists are not checked here (see :func:`verify_files`).
 
     Raises
     ------
     BundleError
-        No directory, no manifest, not JSON, a newer or older schema, a missing key.
+        No directory or manifest, not JSON, another schema, bytes that do not match the
+        ``bundle_id``, no or a wrong signature under ``trust``, a field of the wrong type or range.
     """
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
@@ -95,28 +100,24 @@ def read_manifest(bundle_dir: str | Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{bundle_dir} has no {MANIFEST}: it is not a bundle; create one with `edgebot convert`")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path} is not valid JSON ({exc.__class__.__name__}): re-copy the bundle or {_RECONVERT}")
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path} is not a JSON object: re-copy the bundle or {_RECONVERT}")
-    schema = manifest.get("schema_version")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        raise BundleError(f"{path} has no integer schema_version: it is not an edgebot bundle manifest")
-    if schema > SCHEMA_VERSION:
-        raise BundleError(
-            f"bundle schema {schema} is newer than this edgebot reads ({SCHEMA_VERSION}): "
-            f"upgrade edgebot on this machine (the bundle was made by edgebot {manifest.get('edgebot_version', '?')})"
-        )
-    if schema < MIN_SCHEMA_VERSION:
-        raise BundleError(f"bundle schema {schema} is too old for this edgebot (reads {MIN_SCHEMA_VERSION}..{SCHEMA_VERSION}): {_RECONVERT}")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{path} lacks {', '.join(missing)}: the bundle is incomplete; {_RECONVERT}")
-    return manifest
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc.strerror}")
+    data = parse_manifest_bytes(raw, str(path))
+    if trust is not None:
+        from edgebot.signing import verify_bundle_signature
+
+        verify_bundle_signature(bundle_dir, data["bundle_id"], trust)
+    return Manifest.validate(data)
 
 
-def verify_files(bundle_dir: str | Path, manifest: dict) -> None:
+def read_manifest(bundle_dir: str | Path, *, trust: str | os.PathLike[str] | None = None) -> dict:
+    """The content of a checked ``manifest.json`` as a dict (see :func:`load_manifest`)."""
+    return load_manifest(bundle_dir, trust=trust).sealed()
+
+
+def verify_files(bundle_dir: str | Path, manifest: Manifest) -> None:
     """Check that every file the manifest lists exists and has its recorded sha256.
 
     Raises
@@ -125,30 +126,18 @@ def verify_files(bundle_dir: str | Path, manifest: dict) -> None:
         ``"bundle file X is missing"`` or ``"bundle file X does not match its sha256"``.
     """
     bundle_dir = Path(bundle_dir)
-    files = manifest["files"]
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"the manifest of {bundle_dir} lists no files: {_RECONVERT}")
-    for name, entry in files.items():
-        if Path(name).name != name or name == MANIFEST:
-            raise BundleError(f"the manifest of {bundle_dir} lists a bad file name {name!r}: {_RECONVERT}")
+    for name, (expected, _) in manifest.files.items():
         path = bundle_dir / name
         if not path.is_file():
             raise BundleError(f"bundle file {name} is missing from {bundle_dir}: copy the whole bundle directory again")
-        expected = entry.get("sha256") if isinstance(entry, dict) else None
-        if not expected:
-            raise BundleError(f"the manifest of {bundle_dir} has no sha256 for {name}: {_RECONVERT}")
-        actual = sha256_file(path)
-        if actual != expected:
+        if sha256_file(path) != expected:
             raise BundleError(
                 f"bundle file {name} does not match its sha256 in the manifest (tampered or corrupted): "
                 "copy the bundle again from where it was converted"
             )
-    for name in (HYBRID_FILE, AUTOENCODER_FILE, FUSER_FILE):
-        if name not in files:
-            raise BundleError(f"the manifest of {bundle_dir} does not list {name}: {_RECONVERT}")
 
 
-def check_featurizer(manifest: dict) -> FeatureProfile:
+def check_featurizer(manifest: Manifest) -> FeatureProfile:
     """Refuse a bundle built for another featurizer than the installed profile of its name.
 
     Returns
@@ -161,83 +150,50 @@ def check_featurizer(manifest: dict) -> FeatureProfile:
     BundleError
         Unknown profile, or feature count, names, featurizer hash or sequence layout differ.
     """
-    feat = manifest["featurizer"]
-    built = manifest.get("edgebot_version", "?")
-    if not isinstance(feat, dict):
-        raise BundleError(f"manifest featurizer must be an object: {_RECONVERT}")
+    built = manifest.edgebot_version
     try:
-        profile = get_profile(feat.get("profile"))
+        profile = get_profile(manifest.profile)
     except DataError:
         raise BundleError(
-            f"bundle was built for feature profile {feat.get('profile')!r}, which this edgebot lacks: "
+            f"bundle was built for feature profile {manifest.profile!r}, which this edgebot lacks: "
             f"install edgebot=={built}"
         )
-    n = feat.get("n_features")
+    n = manifest.n_features
     if n != profile.n_features:
         raise BundleError(
             f"bundle expects {n} features per flow, featurizer gives {profile.n_features} ({profile.name} profile): "
             f"use a bundle converted with this edgebot, or install edgebot=={built}"
         )
-    if feat.get("hash") != profile.hash or list(feat.get("feature_names", [])) != list(profile.feature_names):
+    if manifest.featurizer_hash != profile.hash or manifest.feature_names != tuple(profile.feature_names):
         raise BundleError(
-            f"bundle was built for featurizer {feat.get('version')} (hash {feat.get('hash')}), "
+            f"bundle was built for featurizer {manifest.featurizer_version} (hash {manifest.featurizer_hash}), "
             f"the installed one has hash {profile.hash} ({profile.name} profile): retrain and reconvert, "
             f"or install edgebot=={built}"
         )
-    if feat.get("sequence", profile.sequence) != profile.sequence:
+    if manifest.sequence != profile.sequence:
         raise BundleError(
-            f"bundle feeds its networks {feat.get('sequence')!r} sequences, the {profile.name} profile uses "
+            f"bundle feeds its networks {manifest.sequence!r} sequences, the {profile.name} profile uses "
             f"{profile.sequence}: {_RECONVERT}"
         )
     return profile
 
 
-def _float(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BundleError(f"manifest {what} must be a finite number, got {value!r}: {_RECONVERT}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class _ModelSpec:
-    file: str
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    input_qp: QuantParams
-    output_qp: QuantParams
-
-
-def _model_spec(manifest: dict, key: str) -> _ModelSpec:
-    try:
-        m = manifest["models"][key]
-        return _ModelSpec(
-            file=str(m["file"]),
-            input_shape=tuple(int(d) for d in m["input"]["shape"]),
-            output_shape=tuple(int(d) for d in m["output"]["shape"]),
-            input_qp=QuantParams.from_dict(m["input"]),
-            output_qp=QuantParams.from_dict(m["output"]),
-        )
-    except (KeyError, TypeError, ValueError):
-        raise BundleError(f"manifest entry models.{key} is incomplete (file, input, output): {_RECONVERT}")
-
-
-def _check_model(model: Int8Model, spec: _ModelSpec, expected_in: tuple[int, ...],
-                 expected_out: tuple[int, ...]) -> None:
-    """Model tensors against the manifest and against the installed featurizer."""
-    if model.input_signature[-1] != expected_in[-1] and len(model.input_signature) == len(expected_in):
+def _check_model(model: Int8Model, spec: ModelEntry) -> None:
+    """Model tensors against the (validated) manifest."""
+    want_in, want_out = spec.input.shape, spec.output.shape
+    if model.input_signature[-1] != want_in[-1] and len(model.input_signature) == len(want_in):
         raise BundleError(
-            f"bundle expects {model.input_signature[-1]} features per flow, featurizer gives {expected_in[-1]} "
+            f"bundle expects {model.input_signature[-1]} features per flow, featurizer gives {want_in[-1]} "
             f"({spec.file}): use a bundle converted with this edgebot"
         )
-    for got, want, what in ((model.input_signature, expected_in, "input"),
-                            (model.output_signature, expected_out, "output")):
+    for got, want, what in ((model.input_signature, want_in, "input"), (model.output_signature, want_out, "output")):
         if tuple(got) != tuple(want):
             raise BundleError(
                 f"{spec.file} {what} shape {list(got)} does not match the manifest's {list(want)}: {_RECONVERT}"
             )
-    if tuple(spec.input_shape) != tuple(model.input_signature) or tuple(spec.output_shape) != tuple(model.output_signature):
-        raise BundleError(f"{spec.file} tensor shapes differ from those in the manifest: {_RECONVERT}")
-    if not model.input_qp.matches(spec.input_qp) or not model.output_qp.matches(spec.output_qp):
+    input_qp = QuantParams(spec.input.scale, spec.input.zero_point, spec.input.dtype)
+    output_qp = QuantParams(spec.output.scale, spec.output.zero_point, spec.output.dtype)
+    if not model.input_qp.matches(input_qp) or not model.output_qp.matches(output_qp):
         raise BundleError(f"{spec.file} quantization parameters differ from those in the manifest: {_RECONVERT}")
 
 
@@ -248,8 +204,16 @@ class Bundle:
     ----------
     path : Path
     manifest : dict
+        The content of ``manifest.json`` (with its ``bundle_id``).
+    spec : Manifest
+        The same, validated and typed.
+    digest : str
+        The full bundle id: sha256 of the manifest's canonical content (64 hex digits), which pins
+        every file's sha256; a signature signs it.
     bundle_id : str
-        First 12 hex digits of the sha256 of ``manifest.json`` (which pins every file's sha256).
+        Its first 12 hex digits (the model id in incidents).
+    signed_by : str or None
+        Key id of the trusted key whose signature was verified (None: loaded without ``trust``).
     version : str
         edgebot version that converted the bundle.
     schema_version : int
@@ -271,29 +235,29 @@ class Bundle:
     runtime_version : str
     """
 
-    def __init__(self, path: Path, manifest: dict, bundle_id: str, hybrid: Int8Model,
-                 autoencoder: Int8Model, booster: Any, runtime: str, profile: FeatureProfile | None = None):
+    def __init__(self, path: Path, spec: Manifest, hybrid: Int8Model, autoencoder: Int8Model, booster: Any,
+                 runtime: str, profile: FeatureProfile, signed_by: str | None = None):
         self.path = path
-        self.profile = profile or get_profile(manifest["featurizer"].get("profile"))
+        self.profile = profile
         self.sequence = self.profile.sequence
-        self.manifest = manifest
-        self.bundle_id = bundle_id
-        self.version = str(manifest["edgebot_version"])
-        self.schema_version = int(manifest["schema_version"])
-        self.window = int(manifest["window"])
-        self.n_features = int(manifest["featurizer"]["n_features"])
-        th = manifest["thresholds"]
-        self.thresholds = {k: _float(th.get(k), f"thresholds.{k}") for k in ("fused", "hybrid", "autoencoder")}
-        if self.thresholds["autoencoder"] <= 0:
-            raise BundleError(f"manifest thresholds.autoencoder must be positive: {_RECONVERT}")
+        self.spec = spec
+        self.manifest = spec.sealed()
+        self.digest = self.manifest["bundle_id"]
+        self.bundle_id = self.digest[:12]
+        self.signed_by = signed_by
+        self.version = spec.edgebot_version
+        self.schema_version = spec.schema_version
+        self.window = spec.window
+        self.n_features = spec.n_features
+        self.thresholds = dict(spec.thresholds)
         self.threshold = self.thresholds["fused"]
         self.runtime = runtime
         self.runtime_version = runtime_version(runtime)
         self._hybrid = hybrid
         self._autoencoder = autoencoder
         self._booster = booster
-        self._scaler = MinMaxScaler.from_dict(manifest["scaler"])
-        self._raw_index = raw_feature_index(self.profile.feature_names, manifest["fuser"]["raw_features"])
+        self._scaler = MinMaxScaler(spec.scaler_min, spec.scaler_max)
+        self._raw_index = raw_feature_index(self.profile.feature_names, spec.fuser_raw_features)
 
     def __repr__(self) -> str:
         return (f"Bundle({str(self.path)!r}, id={self.bundle_id}, profile={self.profile.name}, T={self.window}, "
@@ -427,7 +391,7 @@ def load_booster(path: Path, n_inputs: int, num_threads: int = 1, remedy: str | 
 
 
 def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: int = 1,
-                max_batch: int = 256) -> Bundle:
+                max_batch: int = 256, trust: str | os.PathLike[str] | None = None) -> Bundle:
     """Load a bundle after checking all of it.
 
     Parameters
@@ -440,6 +404,9 @@ def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: in
         Interpreter and XGBoost threads (1 is fastest for gateway batch sizes).
     max_batch
         Largest interpreter batch (bigger inputs are scored in chunks).
+    trust
+        Public key file (``edgebot keygen``): refuse the bundle unless it carries a valid
+        signature by that key. None: signatures are not checked.
 
     Returns
     -------
@@ -448,52 +415,39 @@ def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: in
     Raises
     ------
     BundleError
-        Newer/older schema, missing or tampered file, featurizer mismatch, wrong tensor shapes,
-        quantization or thresholds inconsistent with the manifest.
+        Another schema, a tampered manifest or file, no or a bad signature under ``trust``, a
+        field of the wrong type or range, featurizer mismatch, wrong tensor shapes, quantization
+        inconsistent with the manifest.
     RuntimeMissingError
-        Neither ai-edge-litert nor tflite-runtime (or no xgboost) is installed.
+        Neither ai-edge-litert nor tflite-runtime (or no xgboost, or no cryptography under
+        ``trust``) is installed.
+    ConfigError
+        ``trust`` is not a readable ed25519 public key.
     """
     path = Path(path)
-    manifest = read_manifest(path)
-    verify_files(path, manifest)
-    profile = check_featurizer(manifest)
-    n_features = profile.n_features
-    window = manifest["window"]
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise BundleError(f"manifest window must be a positive integer, got {window!r}: {_RECONVERT}")
-    scaler = manifest["scaler"]
-    if not isinstance(scaler, dict) or len(scaler.get("min", [])) != n_features or len(scaler.get("max", [])) != n_features:
-        raise BundleError(f"manifest scaler must hold {n_features} minima and maxima: {_RECONVERT}")
-    raw = manifest["fuser"].get("raw_features", [])
-    unknown = [name for name in raw if name not in profile.feature_names]
-    if unknown:
-        raise BundleError(f"the fuser uses features the featurizer lacks ({', '.join(unknown)}): {_RECONVERT}")
+    spec = load_manifest(path, trust=trust)
+    verify_files(path, spec)
+    profile = check_featurizer(spec)
 
     interpreter_cls, runtime_name = find_interpreter(runtime)
-    hybrid_spec = _model_spec(manifest, "hybrid")
-    ae_spec = _model_spec(manifest, "autoencoder")
     models = {}
-    for key, spec, expected_in, expected_out in (
-        ("hybrid", hybrid_spec, (-1, *profile.input_shape(window)), (-1, 1)),
-        ("autoencoder", ae_spec, (-1, n_features), (-1, n_features)),
-    ):
-        if spec.file not in manifest["files"]:
-            raise BundleError(f"models.{key}.file {spec.file} is not among the manifest's files: {_RECONVERT}")
-        model = Int8Model((path / spec.file).read_bytes(), spec.file, interpreter_cls,
+    for key, entry in (("hybrid", spec.hybrid), ("autoencoder", spec.autoencoder)):
+        model = Int8Model((path / entry.file).read_bytes(), entry.file, interpreter_cls,
                           num_threads=num_threads, max_batch=max_batch)
-        _check_model(model, spec, expected_in, expected_out)
+        _check_model(model, entry)
         models[key] = model
-    fuser_file = manifest["fuser"].get("file", FUSER_FILE)
-    if fuser_file not in manifest["files"]:
-        raise BundleError(f"fuser.file {fuser_file} is not among the manifest's files: {_RECONVERT}")
-    booster = load_booster(path / fuser_file, 2 + len(raw), num_threads)
-    bundle_id = sha256_file(path / MANIFEST)[:12]
+    booster = load_booster(path / spec.fuser_file, 2 + len(spec.fuser_raw_features), num_threads)
     from edgebot import __version__
 
-    if manifest["edgebot_version"] != __version__:
+    if spec.edgebot_version != __version__:
         log.warning("bundle %s was converted by edgebot %s, this is edgebot %s (same featurizer, loading it)",
-                    path, manifest["edgebot_version"], __version__)
-    bundle = Bundle(path, manifest, bundle_id, models["hybrid"], models["autoencoder"], booster, runtime_name,
-                    profile)
-    log.info("loaded bundle %s (%s) with %s %s", path, bundle_id, runtime_name, bundle.runtime_version)
+                    path, spec.edgebot_version, __version__)
+    signed_by = None
+    if trust is not None:
+        from edgebot.signing import public_key_id
+
+        signed_by = public_key_id(trust)
+    bundle = Bundle(path, spec, models["hybrid"], models["autoencoder"], booster, runtime_name, profile, signed_by)
+    log.info("loaded bundle %s (%s) with %s %s%s", path, bundle.bundle_id, runtime_name, bundle.runtime_version,
+             f", signed by trusted key {signed_by}" if signed_by else "")
     return bundle

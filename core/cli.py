@@ -15,7 +15,7 @@ from typing import Callable
 import click
 
 from edgebot import __version__
-from edgebot.errors import EdgebotError
+from edgebot.errors import ConfigError, EdgebotError
 
 log = logging.getLogger("edgebot")
 
@@ -114,7 +114,7 @@ def main(verbose: int, quiet: bool, debug: bool) -> None:
     \b
     Desktop:  edgebot train  -> edgebot convert  (int8 bundle)
     Gateway:  edgebot run    (pcap | live interface | Zeek log | CSV -> MQTT incidents)
-    Anywhere: edgebot eval, edgebot bench, edgebot data summary
+    Anywhere: edgebot eval, edgebot bench, edgebot data summary, edgebot keygen
 
     Run 'edgebot COMMAND --help' for the options and an example of each command.
     """
@@ -204,20 +204,45 @@ def _parse_families(items) -> dict[str, str]:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Bundle directory to create.")
 @click.option("--max-f1-drop", default=0.005, type=click.FloatRange(0.0, 1.0), help="Fail when int8 fused F1 is this much below float.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False),
+              help="Sign the bundle with this ed25519 private key (edgebot keygen); gateways check it with --trust.")
 @handle_errors
-def convert(run_dir, out, max_f1_drop, force) -> None:
+def convert(run_dir, out, max_f1_drop, force, sign_key) -> None:
     """Quantize the run's networks to int8 TFLite, export the fuser, verify, and write a bundle.
 
     \b
     Example:
       edgebot convert runs/iot23 --out bundles/iot23
+      edgebot convert runs/iot23 --out bundles/iot23 --sign keys/bundles.key
     """
     try:
         from edgebot.convert.bundle_writer import convert_run, format_verification
     except ImportError as exc:  # pragma: no cover
         raise click.ClickException(f"the converter needs the train extra: pip install 'edgebot[train]' ({exc})")
-    result = convert_run(run_dir, out, max_f1_drop=max_f1_drop, force=force)
+    result = convert_run(run_dir, out, max_f1_drop=max_f1_drop, force=force, sign_key=sign_key)
     click.echo(format_verification(result))
+
+
+# ------------------------------------------------------------------------------------- keygen
+@main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Make an ed25519 key pair to sign bundles.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Private key file to create (mode 0600); the public key goes to OUT.pub.")
+@click.option("--force", is_flag=True, help="Replace existing key files.")
+@handle_errors
+def keygen(out, force) -> None:
+    """Make an ed25519 key pair for bundle signatures (docs/bundle.md, "Signatures").
+
+    Keep the private key on the machine that converts (edgebot convert --sign KEY); copy only
+    KEY.pub to the gateways (edgebot run --trust KEY.pub, or trust_key in the config).
+
+    \b
+    Example:
+      edgebot keygen --out keys/bundles.key
+    """
+    from edgebot.signing import generate_key
+
+    private_path, public_path, key_id = generate_key(out, force=force)
+    click.echo(f"key {key_id}: private key {private_path} (keep it secret), public key {public_path}")
 
 
 # --------------------------------------------------------------------------------------- eval
@@ -225,10 +250,12 @@ def convert(run_dir, out, max_f1_drop, force) -> None:
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--trust", "trust", type=click.Path(dir_okay=False),
+              help="Refuse the bundle unless it is signed by this public key (KEY.pub of edgebot keygen).")
 @click.option("--learn", "learn", metavar="DURATION", default=None,
               help="Replay the first DURATION of each capture (e.g. 6h, 30m) as the site's learning period.")
 @handle_errors
-def evaluate(bundle_dir, paths, as_json, learn) -> None:
+def evaluate(bundle_dir, paths, as_json, trust, learn) -> None:
     """Score labeled flows with a bundle (the deployed int8 path) and print the metrics.
 
     Besides the flow metrics it says what the gateway would do: the incidents its own rule
@@ -240,6 +267,7 @@ def evaluate(bundle_dir, paths, as_json, learn) -> None:
     Example:
       edgebot eval bundles/iot23 data/iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz
     """
+    from edgebot.bundle import load_bundle
     from edgebot.evaluate import evaluate_bundle, format_evaluation
     from edgebot.site import parse_duration
 
@@ -247,7 +275,8 @@ def evaluate(bundle_dir, paths, as_json, learn) -> None:
         learn_s = parse_duration(learn) if learn else 0.0
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--learn")
-    result = evaluate_bundle(bundle_dir, list(paths), learn_s=learn_s)
+    bundle = load_bundle(bundle_dir, trust=trust)
+    result = evaluate_bundle(bundle_dir, list(paths), bundle=bundle, learn_s=learn_s)
     if as_json:
         _echo_json(result)
     else:
@@ -261,20 +290,25 @@ def evaluate(bundle_dir, paths, as_json, learn) -> None:
 @click.option("--iface", help="Capture live on this interface (needs CAP_NET_RAW).")
 @click.option("--zeek-log", "zeek_log", type=click.Path(), help="Follow a growing Zeek conn.log (TSV or JSON).")
 @click.option("--csv", "csv_path", type=click.Path(), help="Score flows already metered (Zeek-like or CICFlowMeter CSV).")
-@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://user:pass@host:1883 or mqtts://host:8883.")
+@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://host:1883 or mqtts://host:8883. Give the password in "
+              "EDGEBOT_MQTT_PASSWORD (or a 0600 config), not as user:pass@ here: every local user sees it in ps.")
 @click.option("--jsonl", "jsonl", type=click.Path(), help="Write incidents as JSON lines here ('-' = stdout).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (flags override it).")
 @click.option("--gateway-id", "gateway_id", help="Name of this gateway in topics and incidents.")
 @click.option("--check-config", is_flag=True, help="Validate the configuration and exit 0 (ok) or 1.")
 @click.option("--follow/--no-follow", default=None, help="Keep following --zeek-log after its end.")
 @click.option("--summary-json", "summary_json", type=click.Path(dir_okay=False), help="Also write the end-of-run summary as JSON here.")
+@click.option("--trust", "trust", type=click.Path(dir_okay=False),
+              help="Refuse a bundle not signed by this public key (or 'trust_key' in the config).")
 @handle_errors
 def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, gateway_id, check_config, follow,
-        summary_json) -> None:
+        summary_json, trust) -> None:
     """Meter traffic, score flows with the bundle, publish incidents (MQTT and/or JSON lines).
 
     Exactly one source: --pcap, --iface, --zeek-log or --csv. Without --mqtt, incidents go
-    to --jsonl (stdout by default). SIGINT/SIGTERM flush, publish 'offline' and exit 0.
+    to --jsonl (stdout by default). SIGINT/SIGTERM end the open incidents ('agent stopped'),
+    flush for up to 2 s, publish 'offline' and exit 0 (undelivered messages stay queued).
+    Refused MQTT credentials or TLS, or a bundle not signed by --trust: exit 2.
 
     \b
     Example:
@@ -285,12 +319,16 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
     overrides = {
         "bundle": bundle, "source.pcap": pcap, "source.iface": iface, "source.zeek_log": zeek_log,
         "source.csv": csv_path, "mqtt.url": mqtt_url, "jsonl.path": jsonl, "gateway_id": gateway_id,
+        "trust_key": trust,
     }
     if follow is not None:
         overrides["source.follow"] = follow
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    summary_problem = _summary_json_problem(summary_json)
     if check_config:
         problems = _check(config_path, overrides)
+        if summary_problem:
+            problems.append(summary_problem)
         if problems:
             for p in problems:
                 click.echo(f"Error: {p}", err=True)
@@ -298,13 +336,45 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
         click.echo("configuration ok")
         return
     cfg = load_config(config_path, overrides).validate()
+    if summary_problem:  # checked before the run, not after hours of it
+        raise ConfigError(summary_problem)
     from edgebot.edge.agent import run_agent
 
     summary = run_agent(cfg)
     click.echo(summary.format(), err=True)
     if summary_json:
-        with open(summary_json, "w") as fh:
-            json.dump(summary.to_dict(), fh, indent=2, sort_keys=True, default=_json_default)
+        _write_summary_json(summary_json, summary.to_dict())
+
+
+def _summary_json_problem(path: str | None) -> str | None:
+    """Why ``--summary-json PATH`` could not be written at the end of the run, or None."""
+    if not path:
+        return None
+    from pathlib import Path
+
+    from edgebot.config import writable_file_problem
+
+    import os
+
+    target = Path(path)
+    why = writable_file_problem(target, create_dirs=False)
+    if why is None and not os.access(target.parent, os.W_OK | os.X_OK):  # the atomic write makes a sibling
+        why = f"{target.parent} is not writable by this user"
+    return f"--summary-json: {why}" if why else None
+
+
+def _write_summary_json(path: str, summary: dict) -> None:
+    """Write the summary atomically (a reader never sees half of it)."""
+    from pathlib import Path
+
+    from edgebot.statefiles import atomic_write
+
+    text = json.dumps(summary, indent=2, sort_keys=True, default=_json_default) + "\n"
+    try:
+        atomic_write(Path(path), text.encode("utf-8"), mode=0o644)
+    except OSError as exc:
+        raise ConfigError(f"--summary-json: cannot write {path}: {exc.strerror or exc} "
+                          "(the summary is printed above)")
 
 
 # -------------------------------------------------------------------------------------- bench
@@ -348,13 +418,13 @@ _groups(run, {
     "Model": ["bundle"],
     "Source (exactly one)": ["pcap", "iface", "zeek_log", "csv_path", "follow"],
     "Alerts": ["mqtt_url", "jsonl", "gateway_id"],
-    "Configuration": ["config_path", "check_config", "summary_json"],
+    "Configuration": ["config_path", "check_config", "summary_json", "trust"],
 })
 _groups(bench, {
     "What to measure": ["pcap", "batches", "repeat", "run_dir"],
     "Output": ["json_path"],
 })
-_groups(convert, {"Output": ["out", "force"], "Verification": ["max_f1_drop"]})
+_groups(convert, {"Output": ["out", "force", "sign_key"], "Verification": ["max_f1_drop"]})
 
 
 from edgebot import cli_site as _cli_site  # noqa: E402  (the operator's state commands: site, allow)

@@ -14,13 +14,14 @@ import math
 import os
 import re
 import socket
+import stat
 import sys
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from edgebot.errors import ConfigError
 from edgebot.incidents import EvidenceRule
@@ -53,6 +54,7 @@ __all__ = [
 ENV_MQTT_USERNAME = "EDGEBOT_MQTT_USERNAME"
 ENV_MQTT_PASSWORD = "EDGEBOT_MQTT_PASSWORD"
 
+_YEAR_S = 366 * 86400.0
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -195,10 +197,10 @@ class SiteConfig:
 class MqttConfig:
     """``[mqtt]``: the broker, credentials, TLS, topics and the on-disk queue."""
 
-    url: str | None = None
+    url: str | None = field(default=None, metadata={"secret": True})
     """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; unset = no MQTT."""
     username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False, metadata={"secret": True})
     ca_file: str | None = _path()
     certfile: str | None = _path()
     keyfile: str | None = _path()
@@ -257,6 +259,8 @@ class AgentConfig:
 
     gateway_id: str = field(default_factory=default_gateway_id)
     bundle: str | None = _path()
+    trust_key: str | None = _path()
+    """Public key file (``edgebot keygen``): refuse a bundle not signed by it. Unset: no check."""
     source: SourceConfig = field(default_factory=SourceConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -342,40 +346,95 @@ class MqttUrl(NamedTuple):
         return f"{self.scheme}://{host}:{self.port}"
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
+
+
+def _split_url(url: str) -> tuple[str, str | None, str]:
+    """``(scheme, userinfo or None, host part)``: the userinfo ends at the LAST ``@``.
+
+    A broker URL has no path, so every ``@``, ``/``, ``:``, ``?`` or ``#`` before the last
+    ``@`` belongs to the credentials (a password may hold any of them unencoded). Without a
+    well-formed ``scheme://``, the scheme is ``""`` and the whole text is split.
+    """
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep or not _SCHEME.match(scheme):
+        scheme, rest = "", text
+    if "@" in rest:
+        userinfo, _, hostpart = rest.rpartition("@")
+        return scheme, userinfo, hostpart
+    return scheme, None, rest
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (whatever characters the password holds).
+
+    Without an ``@``, anything after a ``:`` that is not a port number is masked too (it may be
+    a password whose ``@host`` was forgotten).
+    """
+    scheme, userinfo, hostpart = _split_url(url)
+    prefix = f"{scheme}://" if scheme else ""
+    if userinfo is None:
+        if hostpart.startswith("["):
+            return prefix + hostpart
+        host, colon, after = hostpart.partition(":")
+        port = re.split(r"[/?#]", after, maxsplit=1)[0]
+        if colon and not (port.isascii() and port.isdigit() and after[len(port):] in ("", "/")):
+            return f"{prefix}{host}:***"
+        return prefix + hostpart
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}{':***' if colon else ''}@{hostpart}"
+
+
 def parse_mqtt_url(url: str) -> MqttUrl:
     """Parse ``mqtt[s]://[user[:password]@]host[:port]`` (user and password percent-decoded).
+
+    The password may hold any character, also ``/``, ``@``, ``:``, ``?``, ``#`` unencoded; no
+    error message ever contains it (:func:`redact_url`).
 
     Raises
     ------
     ConfigError
         The URL has another scheme, no host, a bad port or a path.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], "
-                          f"got {redact_url(url)!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"mqtt.url: bad port in {redact_url(url)!r}") from None
-    if not parts.hostname:
-        raise ConfigError(f"mqtt.url: no host in {redact_url(url)!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"mqtt.url: a broker URL has no path or query, got {redact_url(url)!r}; "
+    shown = redact_url(url)
+    scheme, userinfo, hostpart = _split_url(url)
+    if scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(f"mqtt.url: expected mqtt://host[:port] or mqtts://host[:port], got {shown!r}")
+    cut = min([i for i in (hostpart.find(c) for c in "/?#") if i >= 0], default=len(hostpart))
+    hostport, tail = hostpart[:cut], hostpart[cut:]
+    if tail not in ("", "/"):
+        raise ConfigError(f"mqtt.url: a broker URL has no path or query, got {shown!r}; "
                           "topics are set with mqtt.topic_prefix")
-    default_port = 8883 if parts.scheme == "mqtts" else 1883
-    return MqttUrl(
-        scheme=parts.scheme,
-        host=parts.hostname,
-        port=port or default_port,
-        username=unquote(parts.username) if parts.username is not None else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-    )
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+    port_text = ""
+    if hostport.startswith("["):
+        host, bracket, after = hostport[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ConfigError(f"mqtt.url: bad IPv6 address in {shown!r} (write it as [addr]:port)")
+        port_text = after[1:] if after else ""
+        has_port = bool(after)
+    else:
+        host, has_port_sep, port_text = hostport.partition(":")
+        has_port = bool(has_port_sep)
+        if ":" in port_text:
+            raise ConfigError(f"mqtt.url: bad port in {shown!r} (an IPv6 address goes in brackets)")
+    if not host:
+        raise ConfigError(f"mqtt.url: no host in {shown!r}")
+    if any(c.isspace() for c in host) or "@" in host:
+        raise ConfigError(f"mqtt.url: bad host in {shown!r}")
+    default_port = 8883 if scheme == "mqtts" else 1883
+    port = default_port
+    if has_port and port_text:
+        if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ConfigError(f"mqtt.url: bad port in {shown!r} (1-65535)")
+        port = int(port_text)
+    username = password = None
+    if userinfo is not None:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user)
+        password = unquote(secret) if colon else None
+    return MqttUrl(scheme=scheme, host=host.lower() if not hostport.startswith("[") else host, port=port,
+                   username=username, password=password)
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -458,7 +517,7 @@ def _convert(value: Any, tp: Any, from_text: bool) -> tuple[bool, Any]:
 def _resolve_path(value: str, base_dir: Path | None) -> str:
     if value == "-" or base_dir is None:
         return value
-    expanded = Path(value).expanduser()
+    expanded = Path(os.path.expanduser(value))  # leaves an unknown ~user as it is (Path.expanduser raises)
     return str(expanded if expanded.is_absolute() else base_dir / expanded)
 
 
@@ -485,11 +544,24 @@ def _apply_table(section: Any, data: Mapping[str, Any], prefix: str, errors: lis
             continue
         ok, converted = _convert(value, tp, from_text=False)
         if not ok:
-            errors.append(f"{where}{path}: expected {_DESCRIPTIONS[_base(tp)]}, got {value!r}")
+            errors.append(f"{where}{path}: expected {_DESCRIPTIONS[_base(tp)]}, got {_shown(value, spec)}")
             continue
         if spec.metadata.get("path") and isinstance(converted, str):
             converted = _resolve_path(converted, base_dir)
         setattr(section, key, converted)
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array",
+               dict: "a table"}
+
+
+def _shown(value: Any, spec: dataclasses.Field[Any]) -> str:
+    """``repr(value)`` for error messages, or only its kind for a setting that holds a secret."""
+    if spec.metadata.get("secret"):
+        kind = next((name for tp, name in _TYPE_NAMES.items() if type(value) is tp), "a value")
+        return f"{kind} (not shown: it may hold a password)"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _base(tp: Any) -> Any:
@@ -508,7 +580,7 @@ def _apply_override(config: AgentConfig, dotted: str, value: Any, errors: list[s
             siblings = [f"{prefix}.{n}" if prefix else n for n in fields]
             errors.append(_unknown_key(path, siblings).replace("unknown key", "unknown setting", 1))
             return
-        tp, _ = fields[key]
+        tp, spec = fields[key]
         if depth < len(parts) - 1:
             if not dataclasses.is_dataclass(tp):
                 errors.append(f"unknown setting '{dotted}' ('{path}' is not a table)")
@@ -520,7 +592,7 @@ def _apply_override(config: AgentConfig, dotted: str, value: Any, errors: list[s
             return
         ok, converted = _convert(value, tp, from_text=True)
         if not ok:
-            errors.append(f"{dotted}: expected {_DESCRIPTIONS[_base(tp)]}, got {value!r}")
+            errors.append(f"{dotted}: expected {_DESCRIPTIONS[_base(tp)]}, got {_shown(value, spec)}")
             return
         setattr(section, key, converted)
 
@@ -600,12 +672,20 @@ def load_config(path: str | os.PathLike[str] | None = None,
 
 def check_config(path: str | os.PathLike[str] | None,
                  overrides: Mapping[str, Any] | None = None) -> list[str]:
-    """All problems of a configuration, for ``--check-config``; an empty list means it is fine."""
+    """All problems of a configuration, for ``--check-config``; an empty list means it is fine.
+
+    Beyond :meth:`AgentConfig.problems` (types, ranges, files, TLS files parsed with ``ssl``, a
+    queue path that can be created), it checks the bundle as start-up does before loading the
+    models: manifest integrity and fields, file hashes, featurizer, and the signature under
+    ``trust_key``.
+    """
     errors: list[str] = []
     config, read_ok = _load(path, overrides, errors)
     if not read_ok:  # the rest would only be noise about defaults
         return errors
-    return errors + config.problems()
+    problems = errors + config.problems()
+    _check_bundle(config, problems)  # what start-up checks next: the bundle's manifest, files, signature
+    return problems
 
 
 # -- semantic checks ----------------------------------------------------------------------
@@ -651,19 +731,23 @@ def _problems(config: AgentConfig) -> list[str]:
             problems.append(f"source.iface: no network interface named {source.iface!r} "
                             f"(this machine has: {known})")
 
-    def at_least(name: str, value: float, low: float) -> None:
-        if value < low:
-            problems.append(f"{name}: must be at least {low:g}, got {value:g}")
+    def in_range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+        if (value <= low if low_open else value < low) or value > high:
+            bracket = "(" if low_open else "["
+            problems.append(f"{name}: must be in {bracket}{low:g}, {high:g}], got {value:g}")
 
-    at_least("scoring.batch_size", config.scoring.batch_size, 1)
-    at_least("scoring.max_batch_delay_s", config.scoring.max_batch_delay_s, 0)
-    at_least("limits.max_hosts", config.limits.max_hosts, 1)
-    at_least("limits.max_active_flows", config.limits.max_active_flows, 1)
-    at_least("incidents.update_interval_s", config.incidents.update_interval_s, 0.001)
-    at_least("incidents.quiet_period_s", config.incidents.quiet_period_s, 0.001)
-    at_least("incidents.max_peers", config.incidents.max_peers, 0)
+    scoring, limits, incidents = config.scoring, config.limits, config.incidents
+    in_range("scoring.batch_size", scoring.batch_size, 1, 65_536)
+    in_range("scoring.max_batch_delay_s", scoring.max_batch_delay_s, 0, 3600)
+    if scoring.threshold is not None:
+        in_range("scoring.threshold", scoring.threshold, 0, 1, low_open=True)
+    in_range("limits.max_hosts", limits.max_hosts, 1, 10_000_000)
+    in_range("limits.max_active_flows", limits.max_active_flows, 1, 10_000_000)
+    in_range("incidents.update_interval_s", incidents.update_interval_s, 0, _YEAR_S, low_open=True)
+    in_range("incidents.quiet_period_s", incidents.quiet_period_s, 0, _YEAR_S, low_open=True)
+    in_range("incidents.max_peers", incidents.max_peers, 0, 1000)
     try:
-        config.incidents.rule()
+        incidents.rule()
     except ValueError as exc:
         problems.append(str(exc))
     try:
@@ -687,15 +771,107 @@ def _problems(config: AgentConfig) -> list[str]:
     _check_file("mqtt.keyfile", mqtt.keyfile, problems)
     if mqtt.keyfile and not mqtt.certfile:
         problems.append("mqtt.keyfile: set mqtt.certfile too (the client certificate)")
-    if not 0 <= mqtt.keepalive <= 65535:
-        problems.append(f"mqtt.keepalive: must be 0-65535 seconds, got {mqtt.keepalive}")
-    at_least("mqtt.stats_interval_s", mqtt.stats_interval_s, 0.001)
-    at_least("mqtt.queue_max_messages", mqtt.queue_max_messages, 1)
+    _check_tls_files(mqtt, problems)
+    in_range("mqtt.keepalive", mqtt.keepalive, 0, 65535)
+    in_range("mqtt.stats_interval_s", mqtt.stats_interval_s, 0, _YEAR_S, low_open=True)
+    in_range("mqtt.queue_max_messages", mqtt.queue_max_messages, 1, 10_000_000)
     _check_topic_part("mqtt.topic_prefix", mqtt.topic_prefix, problems)
     _check_topic_part("mqtt.discovery_prefix", mqtt.discovery_prefix, problems)
     if mqtt.client_id is not None and not mqtt.client_id:
         problems.append("mqtt.client_id: must not be empty (leave it unset for the default)")
+    if mqtt.url is not None:
+        name = "mqtt.queue_path" if mqtt.queue_path else "mqtt.queue_path (default)"
+        why = writable_file_problem(config.mqtt_queue_path(), sqlite=True)
+        if why:
+            problems.append(f"{name}: {why}")
 
-    if config.jsonl.path not in (None, "-") and not Path(config.jsonl.path).parent.is_dir():
-        problems.append(f"jsonl.path: no such directory: {Path(config.jsonl.path).parent}")
+    if config.jsonl.path not in (None, "-"):
+        why = writable_file_problem(Path(config.jsonl.path), create_dirs=False, devices_ok=True)
+        if why:
+            problems.append(f"jsonl.path: {why}")
     return problems
+
+
+def writable_file_problem(path: Path, *, sqlite: bool = False, create_dirs: bool = True,
+                          devices_ok: bool = False) -> str | None:
+    """Why ``path`` could not be opened for writing as a regular file at start-up, or None.
+
+    Parameters
+    ----------
+    path
+        The file.
+    sqlite
+        An existing non-empty file must be an SQLite database.
+    create_dirs
+        Missing directories would be created (the nearest existing one must be writable).
+    devices_ok
+        Accept a character device such as ``/dev/null`` or ``/dev/stdout`` (JSON lines).
+    """
+    try:
+        if path.exists() or path.is_symlink():
+            st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                return f"{path} is a directory; give a file path"
+            if not stat.S_ISREG(st.st_mode) and not (devices_ok and stat.S_ISCHR(st.st_mode)):
+                return f"{path} is not a regular file (a device or a pipe); give a file path"
+            if not os.access(path, os.W_OK):
+                return f"{path} is not writable by this user"
+            if sqlite and st.st_size:
+                with open(path, "rb") as fh:
+                    if fh.read(16) != b"SQLite format 3\x00":
+                        return f"{path} exists and is not an SQLite queue file; remove it or choose another path"
+            return None
+        parent = path.parent
+        if not create_dirs:
+            if not parent.is_dir():
+                return f"no such directory: {parent}"
+        else:
+            while not parent.exists() and parent.parent != parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                return f"{parent} is not a directory, so {path} cannot be created"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"cannot create {path}: {parent} is not writable by this user"
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        return f"cannot use {path!s:.200}: {getattr(exc, 'strerror', None) or exc}"
+    return None
+
+
+def _check_tls_files(mqtt: MqttConfig, problems: list[str]) -> None:
+    """Load the CA and client certificate the way start-up does, so a bad file fails the check."""
+    import ssl
+
+    if mqtt.ca_file and Path(mqtt.ca_file).is_file():
+        try:
+            ssl.create_default_context(cafile=mqtt.ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            problems.append(f"mqtt.ca_file: {mqtt.ca_file} is not a PEM CA certificate ({_ssl_reason(exc)})")
+    if mqtt.certfile and Path(mqtt.certfile).is_file() and (mqtt.keyfile is None or Path(mqtt.keyfile).is_file()):
+        try:
+            ssl.create_default_context().load_cert_chain(mqtt.certfile, mqtt.keyfile)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            problems.append(f"mqtt.certfile: cannot load the client certificate {mqtt.certfile} with its key "
+                            f"({_ssl_reason(exc)})")
+
+
+def _ssl_reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc.__class__.__name__
+    return str(reason).replace("\n", " ")[:120]
+
+
+def _check_bundle(config: AgentConfig, problems: list[str]) -> None:
+    """What start-up checks of the bundle before it loads the models: manifest, files, signature."""
+    if config.trust_key is not None and not Path(config.trust_key).is_file():
+        problems.append(f"trust_key: no such file: {config.trust_key}")
+        return
+    if config.bundle is None or not Path(config.bundle).is_dir():
+        return
+    from edgebot.bundle import check_featurizer, load_manifest, verify_files
+    from edgebot.errors import EdgebotError
+
+    try:
+        manifest = load_manifest(config.bundle, trust=config.trust_key)
+        verify_files(config.bundle, manifest)
+        check_featurizer(manifest)
+    except EdgebotError as exc:
+        problems.append(f"bundle: {exc}")

@@ -113,10 +113,10 @@ class EvidenceRule:
         for spec in fields(self):
             value = getattr(self, spec.name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"incidents.{spec.name} must be a positive number, got {value!r}")
+                raise ValueError(f"incidents.{spec.name}: must be a positive number, got {value!r}")
         if not (self.confident_fraction < 1.0 and self.scan_failed_share <= 1.0 and self.confident_share <= 1.0):
-            raise ValueError("incidents.confident_fraction must be below 1, scan_failed_share and confident_share "
-                             "at most 1")
+            raise ValueError("incidents.confident_fraction: must be below 1 (and scan_failed_share, confident_share "
+                             "at most 1)")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "EvidenceRule":

@@ -116,14 +116,14 @@ class SiteSettings:
 
     def __post_init__(self) -> None:
         if not (self.learn_s >= 0 and self.device_learn_s >= 0):
-            raise ValueError("site.learn_s and site.device_learn_s must be at least 0")
+            raise ValueError("site.learn_s: must be at least 0 (and site.device_learn_s too)")
         if not 0.5 <= self.quantile <= 1.0:
-            raise ValueError(f"site.quantile must be within [0.5, 1], got {self.quantile}")
+            raise ValueError(f"site.quantile: must be in [0.5, 1], got {self.quantile}")
         if not 0.0 < self.max_threshold < 1.0:
-            raise ValueError(f"site.max_threshold must be within (0, 1), got {self.max_threshold}")
+            raise ValueError(f"site.max_threshold: must be in (0, 1), got {self.max_threshold}")
         for name in ("min_support", "min_learned_flows", "max_devices", "max_peers"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"site.{name} must be at least 1")
+                raise ValueError(f"site.{name}: must be at least 1, got {getattr(self, name)}")
 
     @classmethod
     def from_config(cls, cfg: Any) -> "SiteSettings":

@@ -169,7 +169,7 @@ class Agent:
         if self.bundle is None:
             from edgebot.bundle import load_bundle
 
-            self.bundle = load_bundle(self.cfg.bundle)
+            self.bundle = load_bundle(self.cfg.bundle, trust=getattr(self.cfg, "trust_key", None))
         log.info("bundle %s (%s) loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
                  self.bundle.version, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
 
@@ -281,8 +281,11 @@ class Agent:
                 if self._stop.is_set():
                     break
             self.score_pending()
-            if not self._stop.is_set():
+            if self._stop.is_set():  # SIGINT/SIGTERM: no incident stays ON (retained HA state) after we go
+                self._publish(self.incidents.close_all("agent stopped"))
+            else:
                 self._publish(self.incidents.close_all("source ended"))
+                self.await_sink()
             self.summary.seconds = time.perf_counter() - t0
         finally:
             self.close()
@@ -442,17 +445,43 @@ class Agent:
 
     #: Seconds to wait at the end of the input for a broker that was reachable to take the queue.
     drain_timeout_s = 30.0
+    #: Seconds to wait at the end of the input for the first connection outcome (refused credentials -> exit 2).
+    connect_wait_s = 10.0
+
+    def _wait(self, seconds: float, done: Any) -> bool:
+        """Call ``done(slice)`` in slices of 0.25 s until it is true, ``seconds`` pass or a signal arrives."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if done(min(0.25, remaining)):
+                return True
+        return False
+
+    def await_sink(self) -> None:
+        """At the end of the input: wait (bounded) for the sink to know whether it can deliver, then
+        check it, so that refused credentials end a short run with exit 2 whatever the timing."""
+        wait_ready = getattr(self.sink, "wait_ready", None)
+        if wait_ready is not None:
+            self._wait(self.connect_wait_s, wait_ready)
+        self.sink.check()
 
     def _drain(self) -> None:
-        """At the end of the input, give a broker we were connected to time to take the queue."""
-        if self.summary.stopped_by_signal:
+        """At the end of the input, give a broker we were connected to time to take the queue.
+
+        A signal stops the wait at once (the queue keeps what is undelivered for the next start).
+        """
+        if self.summary.stopped_by_signal or self._stop.is_set():
             return
         stats = self.sink.stats()
         parts = stats.get("sinks", [stats]) if isinstance(stats.get("sinks"), list) else [stats]
         if stats.get("queued", 0) and any(p.get("connects", 0) for p in parts if isinstance(p, dict)):
             log.info("waiting up to %.0f s for the broker to take %d queued message(s)", self.drain_timeout_s,
                      stats["queued"])
-            self.sink.flush(self.drain_timeout_s)
+            if not self._wait(self.drain_timeout_s, self.sink.flush) and self._stop.is_set():
+                log.warning("stopped while waiting for the broker; %d message(s) stay queued for the next start",
+                            self.sink.stats().get("queued", 0))
 
     def close(self) -> None:
         """Flush sinks (publishing 'offline'), close the source; fill in the summary."""
@@ -474,7 +503,7 @@ class Agent:
         try:
             if self.sink is not None:
                 self._drain()
-                self.sink.close()
+                self.sink.close(timeout=2.0 if self._stop.is_set() else 5.0)
                 s.sink = self.sink.stats() if hasattr(self.sink, "stats") else {}
         finally:
             if self.source is not None and hasattr(self.source, "close"):

@@ -33,6 +33,13 @@ from typing import Any
 
 import pytest
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the Hypothesis profile (``ci`` unless ``HYPOTHESIS_PROFILE`` names another)."""
+    import hypothesis_profiles
+
+    hypothesis_profiles.load()
+
+
 # Debian installs the broker in sbin, which is not on every user's PATH.
 _SBIN = os.pathsep.join(["/usr/sbin", "/usr/local/sbin"])
 

@@ -6,12 +6,17 @@
 - ``bundle_copy``: a private copy of ``int8_bundle`` to tamper with;
 - ``fake_bundle``: a bundle-shaped directory with a valid manifest and placeholder model files,
   for the refusals the loader makes before it reads a model (no TensorFlow needed).
+
+Manifests are written through :func:`edgebot.manifest.write_manifest` (validated and sealed, like
+the converter does); :func:`edit_manifest` reseals after an edit unless told not to (a reseal
+stands for a converter bug or a deliberate forger, no reseal for a hand edit or corruption).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+from typing import Any, Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +32,7 @@ from edgebot.bundle import (
 )
 from edgebot.features import N_FEATURES, featurizer_info
 from edgebot.fusion import FUSER_INPUT_NAMES, FUSER_RAW_FEATURES
+from edgebot.manifest import render_manifest, seal
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +54,8 @@ def bundle_copy(int8_bundle, tmp_path) -> Path:
     return dest
 
 
-def write_fake_bundle(path: Path, window: int = 4, **manifest_overrides) -> Path:
-    """A bundle directory whose manifest is valid but whose model files are placeholders."""
+def fake_manifest(path: Path, window: int = 4, **manifest_overrides) -> dict[str, Any]:
+    """The content of a valid manifest for placeholder model files in ``path`` (written by this call)."""
     path.mkdir(parents=True, exist_ok=True)
     files = {HYBRID_FILE: b"not a model", AUTOENCODER_FILE: b"not a model either", FUSER_FILE: b"{}"}
     for name, content in files.items():
@@ -74,7 +80,12 @@ def write_fake_bundle(path: Path, window: int = 4, **manifest_overrides) -> Path
         "files": file_entries(path, list(files)),
     }
     manifest.update(manifest_overrides)
-    write_manifest(path, manifest)
+    return manifest
+
+
+def write_fake_bundle(path: Path, window: int = 4, **manifest_overrides) -> Path:
+    """A bundle directory whose manifest is valid but whose model files are placeholders."""
+    write_manifest(path, fake_manifest(path, window, **manifest_overrides))
     return path
 
 
@@ -83,9 +94,13 @@ def fake_bundle(tmp_path) -> Path:
     return write_fake_bundle(tmp_path / "fake")
 
 
-def edit_manifest(bundle: Path, edit) -> None:
-    """Apply ``edit(manifest_dict)`` to a bundle's manifest in place."""
+def edit_manifest(bundle: Path, edit: Callable[[dict], Any], reseal: bool = True) -> None:
+    """Apply ``edit(manifest_dict)`` to a bundle's manifest in place, without validating it.
+
+    ``reseal``: recompute ``bundle_id`` and write the canonical form (the edit is then caught by
+    field validation, not by the integrity check).
+    """
     path = bundle / "manifest.json"
     manifest = json.loads(path.read_text())
     edit(manifest)
-    path.write_text(json.dumps(manifest))
+    path.write_bytes(render_manifest(seal(manifest)) if reseal else json.dumps(manifest).encode())

@@ -74,8 +74,19 @@ def test_refuses_a_tampered_file(fake_bundle):
     _refused(fake_bundle, "fuser.json does not match its sha256")
 
 
+def _with_features(m: dict, n: int) -> None:
+    """A consistent manifest of another feature count (what another featurizer version would write)."""
+    names = [f"feature_{i}" for i in range(n)]
+    m["featurizer"].update(n_features=n, feature_names=names)
+    m["scaler"] = {"min": [0.0] * n, "max": [1.0] * n}
+    m["models"]["hybrid"]["input"]["shape"] = [-1, m["window"], n]
+    m["models"]["autoencoder"]["input"]["shape"] = [-1, n]
+    m["models"]["autoencoder"]["output"]["shape"] = [-1, n]
+    m["fuser"].update(raw_features=names[:2], inputs=["hybrid_prob", "anomaly_score"] + names[:2])
+
+
 def test_refuses_another_feature_count(fake_bundle):
-    edit_manifest(fake_bundle, lambda m: m["featurizer"].update(n_features=24))
+    edit_manifest(fake_bundle, lambda m: _with_features(m, 24))
     _refused(fake_bundle, f"bundle expects 24 features per flow, featurizer gives {N_FEATURES}")
 
 
@@ -205,7 +216,13 @@ def test_refuses_quantization_that_disagrees_with_the_manifest(bundle_copy):
 
 @pytest.mark.tf
 def test_refuses_a_window_that_disagrees_with_the_model(bundle_copy):
-    edit_manifest(bundle_copy, lambda m: m.update(window=6))
+    edit_manifest(bundle_copy, lambda m: m.update(window=6))  # the manifest disagrees with itself
+    _refused(bundle_copy, "manifest field models.hybrid.input.shape must be [-1, 6, ")
+
+    def consistent(m):  # a consistent manifest whose model was not built for it
+        m.update(window=6)
+        m["models"]["hybrid"]["input"]["shape"][1] = 6
+    edit_manifest(bundle_copy, consistent)
     _refused(bundle_copy, "hybrid.tflite input shape")
 
 

@@ -216,7 +216,9 @@ def test_cic_bundle_with_a_tampered_profile_hash_is_refused(cic_run, tmp_path):
     shutil.copytree(cic_run[2], bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["featurizer"]["hash"] = ZEEK_HASH
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    from edgebot.manifest import render_manifest, seal
+
+    (bundle / "manifest.json").write_bytes(render_manifest(seal(manifest)))  # resealed: a consistent manifest
     with pytest.raises(BundleError, match=r"installed one has hash .* \(cicflowmeter profile\)"):
         load_bundle(bundle)
 

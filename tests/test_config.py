@@ -15,6 +15,7 @@ from edgebot.config import (
     load_config,
     parse_mqtt_url,
 )
+from conftest_bundle import write_fake_bundle
 from edgebot.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "edgebot.toml"
@@ -33,8 +34,8 @@ def write(tmp_path: Path, text: str, name: str = "edgebot.toml") -> Path:
 
 @pytest.fixture
 def runnable(tmp_path: Path) -> Path:
-    """A config that passes validate(): a bundle directory and a pcap that exist."""
-    (tmp_path / "bundle").mkdir()
+    """A config that passes check_config(): a (placeholder-model) bundle and a pcap that exist."""
+    write_fake_bundle(tmp_path / "bundle")
     (tmp_path / "cap.pcap").write_bytes(b"")
     return write(tmp_path, 'gateway_id = "gw-1"\nbundle = "bundle"\n[source]\npcap = "cap.pcap"\n')
 
@@ -107,7 +108,7 @@ def test_all_problems_are_collected(tmp_path: Path):
     problems = check_config(path)
     assert problems[0].startswith("edgebot.toml: unknown key 'mqtt.hots'")
     assert problems[1] == "edgebot.toml: mqtt.keepalive: expected an integer, got 'abc'"
-    assert any(p.startswith("limits.max_hosts: must be at least 1") for p in problems)
+    assert any(p.startswith("limits.max_hosts: must be in [1, ") for p in problems)
     assert any(p.startswith("bundle: not set") for p in problems)
     assert any(p.startswith("source: set exactly one") for p in problems)
 
@@ -183,13 +184,14 @@ def test_semantic_checks(tmp_path: Path):
     assert "mqtt.url: TLS files are set but the URL is mqtt://; use mqtts://" in problems
     assert any(p.startswith("mqtt.ca_file: no such file") for p in problems)
     assert any(p.startswith("mqtt.topic_prefix:") for p in problems)
-    assert any(p.startswith("mqtt.keepalive: must be 0-65535") for p in problems)
-    assert "scoring.batch_size: must be at least 1, got 0" in problems
+    assert "mqtt.keepalive: must be in [0, 65535], got 70000" in problems
+    assert "scoring.batch_size: must be in [1, 65536], got 0" in problems
     if Path("/sys/class/net").is_dir():
         assert any(p.startswith("source.iface: no network interface named 'no-such-if0'") for p in problems)
+    assert "bundle: " + str(tmp_path / "b") + " has no manifest.json" in text  # --check-config reads the bundle
     with pytest.raises(ConfigError) as info:
         load_config(path).validate()
-    assert info.value.problems == problems
+    assert info.value.problems == [p for p in problems if not p.startswith("bundle: ")]
 
 
 @pytest.mark.parametrize("url, expected", [

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from conftest_bundle import int8_bundle, int8_run_dir  # noqa: F401
 from edgebot.bundle import MANIFEST, SCHEMA_VERSION, load_bundle, sha256_file
+from edgebot.manifest import manifest_digest
 from edgebot.cli import main
 from edgebot.convert import bundle_writer
 from edgebot.convert.bundle_writer import convert_run, format_verification, read_run_dir, run_worker
@@ -54,6 +55,7 @@ def test_bundle_files_and_manifest(int8_bundle):
         assert m["versions"][key]
     assert "fused" in m["training"]["metrics"]
     assert set(m["files"]) == {"hybrid.tflite", "autoencoder.tflite", "fuser.json", "verification.json"}
+    assert m["bundle_id"] == manifest_digest(m) and load_bundle(int8_bundle).digest == m["bundle_id"]
     for name, entry in m["files"].items():
         assert entry["sha256"] == sha256_file(int8_bundle / name)
         assert entry["bytes"] == (int8_bundle / name).stat().st_size
@@ -116,11 +118,21 @@ def test_cli_convert_and_force(int8_bundle, int8_run_dir, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["convert", str(int8_run_dir), "--out", str(out)])
     assert res.exit_code == 2 and "pass --force" in res.output
-    res = runner.invoke(main, ["convert", str(int8_run_dir), "--out", str(out), "--force", "--max-f1-drop", "0.05"])
+    from edgebot.signing import generate_key
+
+    res = runner.invoke(main, ["convert", str(int8_run_dir), "--out", str(out), "--force", "--sign",
+                               str(tmp_path / "none.key")])
+    assert res.exit_code == 2 and "cannot read the signing key" in res.output  # refused before converting
+    (tmp_path / "keys").mkdir()
+    _, public, key_id = generate_key(tmp_path / "keys" / "k")
+    res = runner.invoke(main, ["convert", str(int8_run_dir), "--out", str(out), "--force", "--max-f1-drop", "0.05",
+                               "--sign", str(tmp_path / "keys" / "k")])
     assert res.exit_code == 0, res.output
-    assert "written to" in res.output and "F1 drop" in res.output
+    assert "written to" in res.output and "F1 drop" in res.output and f"signed with key {key_id}" in res.output
     assert sha256_file(out / MANIFEST) != old_id  # rewritten (its creation time differs)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no temporary or old directory left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "keys"]  # no temporary or old directory left
+    assert "signature.json" in {p.name for p in out.iterdir()}
+    assert load_bundle(out, trust=public).signed_by == key_id
     load_bundle(out)
 
 

@@ -350,3 +350,27 @@ def test_home_assistant_discovery(mosquitto, mqtt_collector, tmp_path):
     assert retained[f"{BASE}/hosts/192_168_1_7/state"].text == "OFF"
     assert retained[f"{BASE}/status"].text == "offline"
     assert f"{BASE}/incidents" not in retained
+
+
+def test_wait_ready_reports_a_refusal_at_once(mosquitto_auth, tmp_path):
+    """The agent's end-of-input check (issue 12 item 9): the first CONNACK outcome is waited for."""
+    url = mosquitto_auth.url.replace("mqtt://", "mqtt://edgebot:wrong@")
+    sink = make_sink(url, tmp_path)
+    sink.start()
+    try:
+        assert sink.wait_ready(10)
+        with pytest.raises(SinkError, match="refused the connection"):
+            sink.check()
+    finally:
+        sink.close(timeout=1)
+
+
+def test_wait_ready_with_no_broker_returns_without_a_fatal_error(tmp_path):
+    sink = make_sink(f"mqtt://127.0.0.1:{free_port()}", tmp_path)
+    sink.start()
+    try:
+        began = time.monotonic()
+        assert sink.wait_ready(10) and time.monotonic() - began < 5
+        sink.check()  # unreachable is not fatal: incidents wait in the queue
+    finally:
+        sink.close(timeout=1)

@@ -136,6 +136,15 @@ class Sink(abc.ABC):
     def check(self) -> None:
         """Raise ``SinkError`` if the sink hit a problem it cannot recover from alone."""
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until the sink knows whether it can deliver; True if it knows.
+
+        For MQTT: the first connection attempt's outcome (CONNACK accepted or refused, or the
+        connection failed). The agent calls it at the end of a short input, then :meth:`check`,
+        so that refused credentials exit 2 whatever the timing.
+        """
+        return True
+
     def stats(self) -> dict[str, Any]:
         """Counters: ``published``, ``queued``, ``dropped``, ``errors``, ``stats_published``..."""
         with self._counts_lock:
@@ -253,6 +262,11 @@ class MultiSink(Sink):
         """Raise the first fatal error of any sink."""
         for sink in self.sinks:
             sink.check()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait for every sink, sharing ``timeout``."""
+        deadline = time.monotonic() + timeout
+        return all([sink.wait_ready(max(0.0, deadline - time.monotonic())) for sink in self.sinks])
 
     def stats(self) -> dict[str, Any]:
         """Each sink's stats under ``sinks``, plus totals.

@@ -102,6 +102,8 @@ class MqttSink(Sink):
         Home Assistant's discovery prefix.
     queue_max_messages, queue_max_bytes : int
         Bounds of the on-disk queue (oldest dropped first).
+    queue_own_dir : bool
+        The queue's directory is edgebot's state directory (narrowed to 0700 if more open).
     max_inflight : int
         Incidents sent but not yet acknowledged, at most.
     reconnect_delay : (float, float)
@@ -129,6 +131,7 @@ class MqttSink(Sink):
         discovery_prefix: str = "homeassistant",
         queue_max_messages: int = 10_000,
         queue_max_bytes: int | None = None,
+        queue_own_dir: bool = False,
         max_inflight: int = 20,
         reconnect_delay: tuple[float, float] = (1.0, 60.0),
     ) -> None:
@@ -156,6 +159,7 @@ class MqttSink(Sink):
         self.discovery_prefix = discovery_prefix.strip("/")
         self.queue_max_messages = queue_max_messages
         self.queue_max_bytes = queue_max_bytes
+        self.queue_own_dir = queue_own_dir
         self.max_inflight = max(1, int(max_inflight))
         self.reconnect_delay = reconnect_delay
 
@@ -170,6 +174,7 @@ class MqttSink(Sink):
         self._client: paho.Client | None = None
         self._queue: DiskQueue | None = None
         self._connected = threading.Event()
+        self._first_outcome = threading.Event()  # the first CONNACK (accepted or refused) or connect failure
         self._stopping = threading.Event()
         self._wakeup = threading.Event()
         self._idle = threading.Condition()
@@ -209,6 +214,7 @@ class MqttSink(Sink):
             homeassistant=mqtt.homeassistant,
             discovery_prefix=mqtt.discovery_prefix,
             queue_max_messages=mqtt.queue_max_messages,
+            queue_own_dir=mqtt.queue_path is None,
         )
 
     # -- start ----------------------------------------------------------------------------
@@ -218,7 +224,7 @@ class MqttSink(Sink):
             return
         self._require_open()
         self._queue = DiskQueue(self.queue_path, max_messages=self.queue_max_messages,
-                                max_bytes=self.queue_max_bytes)
+                                max_bytes=self.queue_max_bytes, own_dir=self.queue_own_dir)
         if len(self._queue):
             logger.info("%d incident message(s) left in %s from an earlier run will be sent first",
                         len(self._queue), self.queue_path)
@@ -270,6 +276,7 @@ class MqttSink(Sink):
                 self._log_once(f"refused:{name}", logging.WARNING,
                                "MQTT broker %s refused the connection: %s; retrying",
                                self.url.display(), name)
+            self._first_outcome.set()  # after fatal_error: a waiter then sees the refusal
             return
         self.fatal_error = None
         self._connects += 1
@@ -282,6 +289,7 @@ class MqttSink(Sink):
             self._publish_gateway_discovery(client)
         self._draining = True  # the pump resumes after paho has re-sent the old window
         self._connected.set()
+        self._first_outcome.set()
         self._wakeup.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
@@ -295,6 +303,7 @@ class MqttSink(Sink):
             self._outage_logged = True
             logger.warning("broker unreachable at %s (%s); queueing incidents to %s",
                            self.url.display(), exc or "connection failed", self.queue_path)
+        self._first_outcome.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -534,6 +543,15 @@ class MqttSink(Sink):
     def wait_connected(self, timeout: float) -> bool:
         """Block up to ``timeout`` seconds for a connection (for tests and start-up checks)."""
         return self._connected.wait(timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s for the first connection outcome (accepted, refused, failed).
+
+        Returns True once it is known; then :meth:`check` raises if the broker refused us.
+        """
+        if not self._started:
+            return True
+        return self._first_outcome.wait(timeout)
 
     def stats(self) -> dict[str, Any]:
         """Counters plus ``connected``, ``connects``, ``inflight`` and the queue's own counters."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgebot.errors import SinkError
+from edgebot.statefiles import prepare_private_file, private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,13 @@ class DiskQueue:
       ``max_db_pages``): the **new** message is dropped and the queue keeps working;
       acknowledging messages frees room again.
 
+    The database and its ``-wal``/``-shm`` files are private (mode 0600; the queue holds host
+    addresses and incidents), in a directory created 0700 (:mod:`edgebot.statefiles`).
+
     Parameters
     ----------
     path : str or os.PathLike
-        The SQLite file; its directory is created if missing.
+        The SQLite file; its directory is created (mode 0700) if missing.
     max_messages : int
         At most this many messages are kept.
     max_bytes : int, optional
@@ -84,6 +88,7 @@ class DiskQueue:
         max_messages: int = 10_000,
         max_bytes: int | None = None,
         max_db_pages: int | None = None,
+        own_dir: bool = False,
     ) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
@@ -100,7 +105,12 @@ class DiskQueue:
         self.dropped_disk_full = 0
         self.errors = 0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.path.parent, tighten=own_dir)
+            prepare_private_file(self.path)  # SQLite gives its -wal and -shm files the database's mode
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    prepare_private_file(side)
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                          timeout=10.0)
             self._conn.execute("PRAGMA journal_mode=WAL")
