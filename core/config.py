@@ -124,7 +124,7 @@ class ScoringConfig:
 class LimitsConfig:
     """``[limits]``: memory bounds; what is evicted is counted in the stats."""
 
-    max_hosts: int = 4096
+    max_hosts: int = 2048
     max_active_flows: int = 20_000
 
 

@@ -105,7 +105,7 @@ class EvidenceRule:
     beacon_jitter: float = 0.15
     beacon_min_excess: float = 0.5
     high_confidence: float = 3.0
-    max_pending_hosts: int = 4096
+    max_pending_hosts: int = 2048
     max_open_incidents: int = 1_000
     max_peers_tracked: int = 256
 

@@ -171,21 +171,19 @@ def dequantize(q: np.ndarray, qp: QuantParams) -> np.ndarray:
 
 #: Above this size buckets grow in steps of this size instead of doubling.
 BUCKET_STEP = 32
+#: Batch buckets grow by this factor (1, 4, 16, 64, 256): each bucket is one cached interpreter per
+#: model (about 0.5 MB of tensor arena each), so few buckets keep the agent's memory flat whatever
+#: the batch sizes traffic produces; padding a small batch to its bucket costs less than one
+#: interpreter re-allocation (benchmarks/batching.py).
+BUCKET_GROWTH = 4
 
 
 def batch_bucket(n: int, max_batch: int) -> int:
-    """Interpreter batch size used for ``n`` windows: the next power of two up to
-    :data:`BUCKET_STEP`, then the next multiple of it, capped at ``max_batch``.
-
-    Padding wastes at most ``BUCKET_STEP - 1`` rows, which costs about what one interpreter
-    re-allocation does (measured in ``benchmarks/batching.py``).
-    """
-    if n <= BUCKET_STEP:
-        b = 1
-        while b < n:
-            b <<= 1
-    else:
-        b = -(-n // BUCKET_STEP) * BUCKET_STEP
+    """Interpreter batch size used for ``n`` windows: the next power of :data:`BUCKET_GROWTH`,
+    capped at ``max_batch`` (larger inputs are scored in chunks of ``max_batch``)."""
+    b = 1
+    while b < n and b < max_batch:
+        b *= BUCKET_GROWTH
     return min(b, max_batch)
 
 

@@ -110,7 +110,7 @@ class SiteSettings:
     min_support: int = 5
     min_learned_flows: int = 20
     max_threshold: float = 0.999
-    max_devices: int = 4096
+    max_devices: int = 2048
     max_peers: int = 64
     save_interval_s: float = 60.0
 
@@ -132,7 +132,7 @@ class SiteSettings:
         return cls(**{n: getattr(cfg, n) for n in names if hasattr(cfg, n)})
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceProfile:
     """What the site learned about one device (a host address)."""
 
@@ -251,10 +251,30 @@ class SiteProfile:
         learn_until = site_end if ts < site_end else ts + s.device_learn_s
         dev = self.devices[host] = DeviceProfile(first_seen=ts, learn_until=learn_until, last_seen=ts)
         if len(self.devices) > s.max_devices:
-            self.devices.popitem(last=False)
-            self.evicted += 1
+            self._evict_one()
         self.dirty = True
         return dev
+
+    #: Least recently seen devices searched for one that learned little, before the oldest goes.
+    EVICTION_SCAN = 64
+
+    def _evict_one(self) -> None:
+        """Drop the least recently seen device that learned fewer than ``min_learned_flows`` flows
+        (among the :attr:`EVICTION_SCAN` oldest), else the oldest: a flood of one-flow sources churns
+        through its own kind and never evicts the devices the site has learned."""
+        devices = self.devices
+        floor = self.settings.min_learned_flows
+        victim = None
+        for i, (host, dev) in enumerate(devices.items()):
+            if i >= self.EVICTION_SCAN:
+                break
+            if dev.learned_flows < floor:
+                victim = host
+                break
+        if victim is None:
+            victim = next(iter(devices))
+        del devices[victim]
+        self.evicted += 1
 
     def learn(self, host: str, ts: float, score: float, dest: str, port: int, proto: str, *, normal: bool) -> None:
         """Record one scored flow of ``host`` at flow time ``ts``.
@@ -382,8 +402,7 @@ class SiteProfile:
                 for host, d in data["devices"].items():
                     profile.devices[str(host)] = DeviceProfile.from_json(d)
                 while len(profile.devices) > profile.settings.max_devices:
-                    profile.devices.popitem(last=False)
-                    profile.evicted += 1
+                    profile._evict_one()
                 return profile
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             problem = f"unreadable ({type(exc).__name__}: {exc})"

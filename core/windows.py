@@ -81,7 +81,7 @@ class HostWindows:
     ``evictions`` counts them. Memory is bounded by ``max_hosts * T * F * 4`` bytes.
     """
 
-    def __init__(self, window: int, n_features: int, max_hosts: int = 4096):
+    def __init__(self, window: int, n_features: int, max_hosts: int = 2048):
         if window < 1 or max_hosts < 1:
             raise DataError("window and max_hosts must be positive")
         self.window = window

@@ -9,7 +9,6 @@ import signal
 import socket
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -23,6 +22,36 @@ log = logging.getLogger(__name__)
 
 #: Seconds (wall time) between housekeeping steps: allow-rule reloads, site profile saves.
 HOUSEKEEPING_S = 1.0
+#: Latest flow-end -> verdict latencies kept for the percentiles (a float64 ring: 512 KB).
+LATENCY_SAMPLES = 65_536
+
+
+class LatencyRing:
+    """The latest ``size`` latencies in milliseconds, in a fixed numpy ring (no per-sample objects)."""
+
+    def __init__(self, size: int):
+        self._buf = np.zeros(size, dtype=np.float64)
+        self._n = 0
+
+    def extend(self, handed_over: list[float], done: float) -> None:
+        """Add ``done - t`` (seconds, as ms) for every hand-over time ``t``."""
+        k = len(handed_over)
+        if not k:
+            return
+        size = len(self._buf)
+        vals = (done - np.asarray(handed_over[-size:], dtype=np.float64)) * 1000.0
+        start = self._n % size
+        end = start + len(vals)
+        if end <= size:
+            self._buf[start:end] = vals
+        else:
+            cut = size - start
+            self._buf[start:] = vals[:cut]
+            self._buf[: end - size] = vals[cut:]
+        self._n += k
+
+    def values(self) -> np.ndarray:
+        return self._buf[: min(self._n, len(self._buf))]
 
 #: Host key of rows without a host column (CICFlowMeter CSVs scored by a cicflowmeter bundle).
 ROWS_HOST = "-"
@@ -141,7 +170,7 @@ class Agent:
         self._stop = threading.Event()
         self._pending: list[FlowRecord] = []
         self._pending_t: list[float] = []
-        self._latencies: deque = deque(maxlen=100_000)
+        self._latencies = LatencyRing(LATENCY_SAMPLES)
         self._incident_latest: dict[str, dict] = {}
         self.judge: Any = None
         self.site: Any = None
@@ -320,7 +349,7 @@ class Agent:
         self._publish(messages)
         # latency: from the source handing over the flow to its verdict being published (or not needed)
         done = time.perf_counter()
-        self._latencies.extend([(done - t) * 1000.0 for t in pending_t])
+        self._latencies.extend(pending_t, done)
         self.sink.check()  # refused credentials or TLS end the run with a clear error
 
     def score_pending_rows(self) -> None:
@@ -340,7 +369,7 @@ class Agent:
         bundle = self.bundle
         scores = bundle.score(bundle.sequences(bundle.scale(bundle.featurize(pending))))
         done = time.perf_counter()
-        self._latencies.extend([(done - t) * 1000.0 for t in pending_t])
+        self._latencies.extend(pending_t, done)
         now = time.time()
         self._flow_clock = max(self._flow_clock, now)
         incidents = self.incidents
@@ -492,7 +521,7 @@ class Agent:
         s.packets = int(src.get("packets", 0))
         s.incidents = dict(self.incidents.counts) if self.incidents else {}
         s.flagged_hosts = self.flagged_hosts()
-        s.verdict_latency_ms = percentiles(list(self._latencies))
+        s.verdict_latency_ms = percentiles(self._latencies.values())
         s.evictions = {"hosts": self.windows.evictions if self.windows else 0, "flows": src.get("flows_evicted", 0)}
         if self.judge is not None:
             s.evidence = self.judge.stats()

@@ -130,7 +130,8 @@ def test_quantize_round_trip_and_clipping():
 
 def test_batch_buckets():
     assert [batch_bucket(n, 256) for n in (1, 2, 3, 5, 17, 32, 33, 65, 256, 300)] == \
-        [1, 2, 4, 8, 32, 32, 64, 96, 256, 256]
+        [1, 4, 4, 16, 64, 64, 64, 256, 256, 256]
+    assert batch_bucket(100, 96) == 96  # never above max_batch
 
 
 def test_find_interpreter_prefers_ai_edge_litert():

@@ -45,7 +45,7 @@ def test_defaults_without_a_file():
     assert config.scoring.batch_size == 256
     assert config.scoring.max_batch_delay_s == pytest.approx(0.2)
     assert config.scoring.threshold is None
-    assert config.limits.max_hosts == 4096
+    assert config.limits.max_hosts == 2048
     assert config.limits.max_active_flows == 20_000
     assert config.incidents.max_peers == 5
     assert config.mqtt.topic_prefix == "edgebot"

@@ -193,3 +193,13 @@ def test_mqtt_commands_validate_and_change_nothing_on_error(tmp_path):
     assert h.handle(b'{"command": "rules"}')["rules"][0]["host"] == "10.0.0.8"
     assert "10.0.0.8" in h.handle(b'{"command": "site-status"}')["devices"]
     assert h.handle(b'{"command": "site-reset"}')["devices_forgotten"] == 1
+
+
+def test_a_flood_of_one_flow_sources_never_evicts_learned_devices():
+    j = _judge(learn_s=3600, max_devices=100, min_learned_flows=20)
+    for i in range(30):  # the site's real devices, each with a proper history
+        _feed(j, f"192.168.1.{i}", 0.0, 25, 0.01, gap=1.0, dest="8.8.8.8", port=53, state="SF")
+    for i in range(10_000):  # then a spoofed flood: one flow per source
+        j.observe(f"10.{i // 256}.{i % 256}.9", 100.0 + i * 1e-3, 0.01, "192.168.1.1", 80, "tcp", "S0")
+    assert all(f"192.168.1.{i}" in j.site.devices for i in range(30))
+    assert len(j.site.devices) == 100 and j.site.evicted == 30 + 10_000 - 100
