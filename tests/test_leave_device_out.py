@@ -14,7 +14,7 @@ from edgebot.cli import main
 from edgebot.errors import DataError
 from edgebot.flow import FlowRecord
 from edgebot.train.data import device_folds
-from edgebot.train.leave_device_out import _count_false_incidents, parse_leave_device_out
+from edgebot.train.leave_device_out import THRESHOLD_SWEEP, _count_false_incidents, parse_leave_device_out
 
 # ------------------------------------------------------------------------------------------ fast checks
 
@@ -143,6 +143,13 @@ def test_per_device_figures_add_up_and_match_edgebot_eval(ldo_run):
     t = result["totals"]
     with_incident = [n for n, d in result["devices"].items() if d["false_incidents"] > 0]
     assert t["devices_with_false_incident_list"] == with_incident
+    sweep = [f"{x:g}" for x in THRESHOLD_SWEEP]
+    assert all(list(d["false_incidents_at"]) == sweep for d in result["devices"].values())
+    assert t["devices_with_false_incident_at"] == {
+        x: sum(d["false_incidents_at"][x] > 0 for d in result["devices"].values()) for x in sweep}
+    for fold in result["folds"]:  # recall of the fold's malicious test flows can only fall as the threshold rises
+        recall = [fold["recall_at"][x] for x in sweep]
+        assert recall == sorted(recall, reverse=True) and 0.0 <= recall[-1] <= recall[0] <= 1.0
     assert t["devices"] == len(SUBSET) and t["target_met"] is None  # a subset: the 44-device target is not judged
     report = (out / "report.md").read_text()
     assert "Per device (never trained on)" in report and all(name in report for name in SUBSET)
