@@ -156,7 +156,9 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--split", default="temporal",
               help="temporal (per capture: earlier 80% train, later 20% test), stratified "
-                   "(the paper's random 80/20; leaky), or leave-out:NAME (a scenario or family).")
+                   "(the paper's random 80/20; leaky), leave-out:NAME (a scenario or family), or "
+                   "leave-device-out[:K] (K trainings, each blind to one fold of the benign devices; "
+                   "counts their false incidents; K defaults to 5).")
 @click.option("--window", "window", default=8, type=click.IntRange(1, 64), help="Flows per host window (T); CICFlowMeter data has no hosts and uses the feature axis instead.")
 @click.option("--epochs", default=None, type=click.IntRange(1, 1000), help="Max epochs (early stopping on validation loss).")
 @click.option("--seed", default=0, type=int, help="Seed for every random choice.")
@@ -175,14 +177,21 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
     Example:
       edgebot train data/iot23/*.xz --out runs/iot23 --split temporal
       edgebot train data/cicids2017/*.xz --out runs/cic --split stratified
+      edgebot train data/iot23/*.xz data/benign_devices/*/*.xz --out runs/ldo --split leave-device-out:5
     """
     fam = _parse_families(families)
     try:
         from edgebot.train.fit import train_run
+        from edgebot.train.leave_device_out import leave_device_out, parse_leave_device_out
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise click.ClickException(f"the trainer needs the train extra: pip install 'edgebot[train]' ({exc})")
-    result = train_run(list(paths), out, split=split, window=window, epochs=epochs, seed=seed,
-                       quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
+    folds = parse_leave_device_out(split)
+    if folds is not None:
+        result = leave_device_out(list(paths), out, k=folds, window=window, epochs=epochs, seed=seed, quick=quick,
+                                  fpr_budget=fpr_budget, families=fam, force=force)
+    else:
+        result = train_run(list(paths), out, split=split, window=window, epochs=epochs, seed=seed,
+                           quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
     summary = result.get("summary") if isinstance(result, dict) else None
     if summary:
         click.echo(summary)

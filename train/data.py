@@ -33,8 +33,11 @@ TEST_FRACTION = 0.2
 #: Share of the training part (its latest flows, per capture) carved out as validation data:
 #: early stopping, every threshold, and the fuser's training rows.
 VAL_FRACTION = 0.25
-#: Split names accepted by :func:`parse_split` (plus ``leave-out:NAME``).
+#: Split names accepted by :func:`parse_split` (plus ``leave-out:NAME``); ``leave-device-out[:K]`` is an
+#: evaluation of K trainings (:mod:`edgebot.train.leave_device_out`), not a split of one table.
 SPLITS = ("temporal", "stratified", "leave-out:NAME")
+#: Folds of leave-device-out when ``leave-device-out`` names no K.
+DEVICE_FOLDS = 5
 
 
 @dataclass
@@ -294,8 +297,44 @@ def parse_split(split: str) -> tuple[str, Optional[str]]:
     if kind == "leave-out" and name.strip():
         return kind, name.strip()
     raise DataError(
-        f"unknown split {split!r}; use temporal, stratified or leave-out:NAME (a scenario such as 8-1 or a family such as Hakai)"
+        f"unknown split {split!r}; use temporal, stratified, leave-out:NAME (a scenario such as 8-1 or a family such "
+        "as Hakai) or leave-device-out[:K]"
     )
+
+
+def device_folds(groups: Iterable[str], k: int = DEVICE_FOLDS, seed: int = 0) -> list[list[str]]:
+    """Deal device groups into ``k`` folds, deterministically for a seed.
+
+    Parameters
+    ----------
+    groups
+        Group names (a physical device; devices sharing a MAC share one). Duplicates count once.
+    k
+        Number of folds, at least 2 and at most the number of groups.
+    seed
+        Seed of the shuffle: the same groups and seed give the same folds.
+
+    Returns
+    -------
+    list of list of str
+        ``k`` folds; each is a sorted list of groups, every group in exactly one fold, fold sizes differ by
+        at most one.
+
+    Raises
+    ------
+    DataError
+        ``k`` below 2 or above the number of groups.
+    """
+    names = sorted(set(groups))
+    if k < 2:
+        raise DataError(f"leave-device-out needs at least 2 folds, got {k}")
+    if k > len(names):
+        raise DataError(f"leave-device-out:{k} needs at least {k} devices, the data hold {len(names)}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    folds: list[list[str]] = [[] for _ in range(k)]
+    for position, index in enumerate(order):
+        folds[position % k].append(names[index])
+    return [sorted(fold) for fold in folds]
 
 
 def _time_sorted(table: FlowTable, idx: np.ndarray) -> np.ndarray:
