@@ -110,3 +110,19 @@ def test_agrees_with_scikit_learn(rows, budget):
     lower = np.unique(benign[benign < thr])
     if lower.size:
         assert np.mean(benign >= lower.max()) > budget
+
+
+def test_threshold_per_group_gives_every_capture_the_same_weight():
+    import numpy as np
+
+    from edgebot.train.metrics import threshold_for_fpr
+
+    big = np.linspace(0.0, 0.1, 10_000)  # one large, regular capture: everything low
+    small = np.array([0.2, 0.5, 0.9, 0.95])  # a small device with unusual flows
+    scores = np.concatenate([big, small])
+    groups = np.array(["big"] * len(big) + ["small"] * len(small))
+    pooled = threshold_for_fpr(scores, 0.01)
+    weighted = threshold_for_fpr(scores, 0.01, groups)
+    assert pooled < 0.2  # pooled, the big capture's 10,000 flows let the small device's flows all pass
+    assert weighted > 0.95  # weighted, a 1% budget cannot spend one of the small device's 4 flows
+    assert np.mean(scores[groups == "small"] >= weighted) <= 0.02

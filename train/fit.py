@@ -76,6 +76,9 @@ class TrainConfig:
     fuser_monotone: bool = True
     #: the autoencoder's threshold: this quantile of benign validation reconstruction errors.
     ae_quantile: float = 0.99
+    #: the FPR budget bounds the mean false-positive rate of the benign captures (each weighs the
+    #: same) instead of the rate over all benign flows pooled.
+    fpr_per_capture: bool = True
     #: training windows kept in data.npz for int8 calibration.
     calib_windows: int = 2000
     threads: int = 2
@@ -400,7 +403,7 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     t = _fit_networks(state, tr, va, te, window, cfg, seed, progress, t, profile.sequence == "feature-axis")
     t = _fit_autoencoder(state, tr, va, te, cfg, progress, t)
     t = _fit_fusers(state, va, te, cfg, seed, progress, t, profile)
-    _set_thresholds(state, va, fpr_budget)
+    _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
     metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
                         fpr_budget=fpr_budget, cfg=cfg)
     _write_run_dir(run, state, table, scaler, tr, te, metrics, window=window, seed=seed, fpr_budget=fpr_budget,
@@ -492,13 +495,19 @@ def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfi
     return state.lap("fusers", t)
 
 
-def _set_thresholds(state: _Trained, va: PartArrays, fpr_budget: float) -> None:
-    """Every decision threshold from validation data only (the autoencoder's is already set)."""
+def _set_thresholds(state: _Trained, va: PartArrays, fpr_budget: float, per_capture: bool = True) -> None:
+    """Every decision threshold from validation data only (the autoencoder's is already set).
+
+    With ``per_capture`` the budget bounds the mean false-positive rate of the benign captures
+    (each capture, i.e. each device, weighs the same; see :func:`edgebot.train.metrics.threshold_for_fpr`).
+    """
+    benign = va.y == 0
+    groups = va.captures[benign] if per_capture else None
     for name in MODEL_NAMES:
         if name == "autoencoder":
             state.thresholds[name] = state.ae_threshold
         else:
-            state.thresholds[name] = threshold_for_fpr(state.val_scores[name][va.y == 0], fpr_budget)
+            state.thresholds[name] = threshold_for_fpr(state.val_scores[name][benign], fpr_budget, groups)
 
 
 def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, va: PartArrays, n_loaded: int, *,
@@ -520,7 +529,9 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
     metrics["fpr_budget"] = fpr_budget
     metrics["threshold_policy"] = (
         f"every threshold is chosen on validation data only: the lowest score whose validation false-positive "
-        f"rate is at most {fpr_budget:g}; the fusers' on out-of-fold validation scores; the autoencoder's is the "
+        f"rate is at most {fpr_budget:g}"
+        + (" (the mean over benign captures, each capture weighing the same)" if cfg.fpr_per_capture else "")
+        + f"; the fusers' on out-of-fold validation scores; the autoencoder's is the "
         f"{cfg.ae_quantile:g} quantile of benign validation reconstruction errors"
     )
     metrics["validation"] = {name: {k: m[k] for k in ("recall", "fpr", "f1")} for name, m in val_metrics.items()}

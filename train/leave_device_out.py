@@ -67,53 +67,51 @@ def parse_leave_device_out(split: str) -> Optional[int]:
 
 def _incident_rule() -> str:
     """One line naming the rule :func:`_count_false_incidents` applies (for the report)."""
-    from edgebot.config import IncidentsConfig
+    from edgebot.incidents import EvidenceRule
 
-    cfg = IncidentsConfig()
-    return (f"edgebot.edge.incidents.IncidentTracker with the IncidentsConfig defaults: {cfg.min_malicious_flows} flows "
-            f"at or above the threshold within {cfg.quiet_period_s:g} s open an incident, {cfg.quiet_period_s:g} s "
-            "without one end it")
+    r = EvidenceRule()
+    return (f"the agent's evidence rule (edgebot.judge.FlowJudge, EvidenceRule defaults: confident {r.confident_flows} "
+            f"flows in {r.window_s:g} s at >= {r.confident_share:.0%} of the host's flows, scan {r.scan_destinations} "
+            f"destinations, flood {r.flood_rate:g}/s, retry {r.retry_rate:g}/s to one peer, beacon {r.beacon_flows} "
+            "regular flows); without learning, and with the agent's default learning (the device is new to the gateway)")
 
 
-def _count_false_incidents(flows: Sequence[Any], scores: np.ndarray, threshold: float) -> dict[str, int]:
+def _count_false_incidents(flows: Sequence[Any], scores: np.ndarray, threshold: float,
+                           learn_s: float = 0.0) -> dict[str, int]:
     """Incidents the agent's rule opens per host on scored benign flows (THE adapter to the incident rule).
 
-    Today: :class:`edgebot.edge.incidents.IncidentTracker` with the defaults of
-    :class:`edgebot.config.IncidentsConfig` (3 flows over the threshold within the quiet period open an
-    incident; 300 s without one end it). Flows are observed in start-time order at their end time, as the
-    agent does within a batch, and the clock (the latest flow end) ticks before every flow, as a live agent's
-    clock would have ended a quiet incident by then.
+    :class:`edgebot.judge.FlowJudge` with the evidence rule's defaults (the same implementation as
+    ``edgebot run`` and ``edgebot eval``), flows in end-time order; ``learn_s`` > 0 starts the gateway's
+    site learning at the capture's first flow (the device is new to it), 0 switches learning off.
 
     Parameters
     ----------
     flows
-        :class:`~edgebot.flow.FlowRecord` of one capture, in start-time order.
+        :class:`~edgebot.flow.FlowRecord` of one capture.
     scores
         ``(n,)`` fused scores of those flows.
     threshold
         The bundle's threshold.
+    learn_s
+        The site learning period (0: none).
 
     Returns
     -------
     dict
         ``{host: number of incidents opened}``, only hosts with at least one.
     """
-    from edgebot.config import IncidentsConfig
-    from edgebot.edge.incidents import IncidentTracker
+    from edgebot.judge import FlowJudge, replay_flows
+    from edgebot.site import SiteProfile, SiteSettings
 
-    cfg = IncidentsConfig()
-    tracker = IncidentTracker("leave-device-out", {"id": "fold", "version": ""}, threshold,
-                              update_interval_s=cfg.update_interval_s, quiet_period_s=cfg.quiet_period_s,
-                              min_malicious_flows=cfg.min_malicious_flows, max_peers=cfg.max_peers)
+    site = SiteProfile("fold", threshold, SiteSettings(learn_s=learn_s)) if learn_s > 0 else None
+    judge = FlowJudge.build("leave-device-out", {"id": "fold", "version": ""}, threshold, site=site)
+    messages = replay_flows(judge, [f.orig_h for f in flows], [f.ts + (f.duration or 0.0) for f in flows],
+                            np.asarray(scores, dtype=np.float64).tolist(), [f.resp_h for f in flows],
+                            [f.resp_p for f in flows], [f.proto for f in flows], [f.conn_state for f in flows])
     opened: dict[str, int] = defaultdict(int)
-    clock = 0.0
-    for flow, score in zip(flows, np.asarray(scores, dtype=np.float64).tolist()):
-        end = flow.ts + (flow.duration or 0.0)
-        clock = max(clock, end)
-        tracker.tick(clock)  # a live agent's clock ends quiet incidents before the next flow arrives
-        for message in tracker.observe(flow.orig_h, end, score, f"{flow.resp_h}:{flow.resp_p}/{flow.proto}"):
-            if message["type"] == "new":
-                opened[message["host"]] += 1
+    for message in messages:
+        if message["type"] == "new":
+            opened[message["host"]] += 1
     return dict(opened)
 
 
@@ -158,12 +156,16 @@ def score_device(bundle: Any, files: Sequence[PathLike], addresses: Sequence[str
     mine = np.array([r.orig_h in own for r in records], dtype=bool)
     incidents = _count_false_incidents(records, scores, bundle.threshold)
     false_incidents = sum(n for host, n in incidents.items() if host in own)
+    from edgebot.site import SiteSettings
+
+    learned = _count_false_incidents(records, scores, bundle.threshold, learn_s=SiteSettings().learn_s)
     days = capture_hours / 24.0
     out.update({
         "flagged_flows": int(flagged.sum()),
         "device_flagged_flows": int(flagged[mine].sum()),
         "max_score": float(scores[mine].max()) if mine.any() else None,
         "false_incidents": int(false_incidents),
+        "false_incidents_with_learning": int(sum(n for host, n in learned.items() if host in own)),
         "other_host_incidents": int(sum(n for host, n in incidents.items() if host not in own)),
         "incident_hosts": dict(sorted(incidents.items())),
         "capture_hours": float(capture_hours),
@@ -344,6 +346,8 @@ def _totals(devices: Mapping[str, dict], registered: int) -> dict:
         "captures_with_any_incident": len(any_host),
         "captures_with_any_incident_list": any_host,
         "false_incidents": incidents,
+        "devices_with_false_incident_with_learning": sum(
+            1 for d in devices.values() if d.get("false_incidents_with_learning", 0) > 0),
         "other_host_incidents": sum(d["other_host_incidents"] for d in devices.values()),
         "capture_hours": hours,
         "false_incidents_per_device_day": incidents / (hours / 24.0) if hours > 0 else None,
@@ -376,6 +380,8 @@ def report_lines(result: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     summary = [
         f"**{t['devices_with_false_incident']} of {t['devices']} devices** raise at least one false incident on "
         f"their own addresses when never trained on ({_verdict(t)}).",
+        f"With the agent's default site learning (the device new to the gateway): "
+        f"{t.get('devices_with_false_incident_with_learning', 0)} of {t['devices']} devices.",
         f"{t['false_incidents']} false incidents over {t['capture_hours']:.1f} capture hours; "
         f"{t['other_host_incidents']} more on other hosts of the captures (setup phones, gateways); "
         f"{t['captures_with_any_incident']} captures raise an incident on any host.",
@@ -385,11 +391,12 @@ def report_lines(result: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
     rows = []
     for name, d in result["devices"].items():
         rows.append([name, str(d["fold"]), str(d["flows"]), str(d["device_flows"]), str(d["device_flagged_flows"]),
-                     _score(d["max_score"]), str(d["false_incidents"]), str(d["other_host_incidents"]),
+                     _score(d["max_score"]), str(d["false_incidents"]), str(d.get("false_incidents_with_learning", "-")),
+                     str(d["other_host_incidents"]),
                      f"{d['capture_hours']:.3f}",
                      "-" if d["false_incidents_per_day"] is None else f"{d['false_incidents_per_day']:.1f}"])
     devices = _table(["device", "fold", "flows", "device flows", "flagged", "max score", "false incidents",
-                      "other hosts' incidents", "capture h", "per day"], rows)
+                      "with learning", "other hosts' incidents", "capture h", "per day"], rows)
     folds = _table(["fold", "devices", "train files", "threshold", "fused F1", "XGBoost F1", "int8 F1 drop", "train s"],
                    [[str(f["fold"]), str(len(f["devices"])), str(len(f["train_files"])), f"{f['threshold']:.4g}",
                      f"{f['fused_f1']:.4f}", f"{f['xgboost_f1']:.4f}",

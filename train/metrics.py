@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from typing import Optional
+
 import numpy as np
 
 from edgebot.errors import DataError
@@ -114,12 +116,17 @@ def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def threshold_for_fpr(benign_scores: np.ndarray, budget: float) -> float:
+def threshold_for_fpr(benign_scores: np.ndarray, budget: float, groups: Optional[np.ndarray] = None) -> float:
     """Lowest threshold whose false-positive rate on ``benign_scores`` is at most ``budget``.
 
     With ``k = floor(budget * n)`` false positives allowed, the threshold sits just above the
     ``(k + 1)``-th highest benign score (ties stay below it), so at most ``k`` benign scores
     reach it.
+
+    With ``groups`` (the capture or device of each row) every group weighs the same, whatever
+    its number of flows: the budget bounds the mean of the groups' false-positive rates, so one
+    large, very regular capture cannot pull the threshold down to where the small devices'
+    unusual flows all pass it (the base rate per device is what an operator lives with).
 
     Parameters
     ----------
@@ -127,13 +134,26 @@ def threshold_for_fpr(benign_scores: np.ndarray, budget: float) -> float:
         ``(n,)`` scores of benign validation rows (never test rows).
     budget
         allowed false-positive rate in ``[0, 1]``.
+    groups
+        ``(n,)`` group of each row, or None (every row weighs the same).
     """
-    s = np.sort(np.asarray(benign_scores, dtype=np.float64).reshape(-1))[::-1]
-    if s.size == 0:
+    scores = np.asarray(benign_scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0:
         raise DataError("no benign validation rows to set a threshold on; add benign captures")
     if not 0.0 <= budget <= 1.0:
         raise DataError(f"the false-positive budget must be in [0, 1], got {budget}")
-    k = int(np.floor(budget * s.size + 1e-9))
+    order = np.argsort(-scores, kind="stable")
+    s = scores[order]
+    if groups is None:
+        k = int(np.floor(budget * s.size + 1e-9))
+    else:
+        g = np.asarray(groups, dtype=object).reshape(-1)
+        if g.shape != scores.shape:
+            raise DataError(f"{g.size} groups for {scores.size} benign scores")
+        _, inverse, counts = np.unique(g.astype(str), return_inverse=True, return_counts=True)
+        weights = (1.0 / counts[inverse])[order]
+        allowed = budget * len(counts) + 1e-9
+        k = int(np.searchsorted(np.cumsum(weights), allowed, side="right"))
     if k >= s.size:
         return float(s[-1])
     return float(np.nextafter(s[k], np.inf))
