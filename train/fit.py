@@ -76,8 +76,8 @@ class TrainConfig:
     fuser_monotone: bool = True
     #: the autoencoder's threshold: this quantile of benign validation reconstruction errors.
     ae_quantile: float = 0.99
-    #: the FPR budget bounds the mean false-positive rate of the benign captures (each weighs the
-    #: same) instead of the rate over all benign flows pooled.
+    #: in the FPR budget a benign capture's flows weigh together at most as much as
+    #: ``GROUP_WEIGHT_CAP`` flows (a large, regular capture does not set everyone's threshold).
     fpr_per_capture: bool = True
     #: training windows kept in data.npz for int8 calibration.
     calib_windows: int = 2000
@@ -498,8 +498,8 @@ def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfi
 def _set_thresholds(state: _Trained, va: PartArrays, fpr_budget: float, per_capture: bool = True) -> None:
     """Every decision threshold from validation data only (the autoencoder's is already set).
 
-    With ``per_capture`` the budget bounds the mean false-positive rate of the benign captures
-    (each capture, i.e. each device, weighs the same; see :func:`edgebot.train.metrics.threshold_for_fpr`).
+    With ``per_capture`` a benign capture's flows weigh at most as much as ``GROUP_WEIGHT_CAP`` flows
+    in the budget (see :func:`edgebot.train.metrics.threshold_for_fpr`).
     """
     benign = va.y == 0
     groups = va.captures[benign] if per_capture else None
@@ -530,7 +530,7 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
     metrics["threshold_policy"] = (
         f"every threshold is chosen on validation data only: the lowest score whose validation false-positive "
         f"rate is at most {fpr_budget:g}"
-        + (" (the mean over benign captures, each capture weighing the same)" if cfg.fpr_per_capture else "")
+        + (" (a capture's benign flows weighing at most as much as 100 flows)" if cfg.fpr_per_capture else "")
         + f"; the fusers' on out-of-fold validation scores; the autoencoder's is the "
         f"{cfg.ae_quantile:g} quantile of benign validation reconstruction errors"
     )

@@ -116,17 +116,23 @@ def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def threshold_for_fpr(benign_scores: np.ndarray, budget: float, groups: Optional[np.ndarray] = None) -> float:
+#: With groups, a capture's flows weigh together at most as much as this many flows.
+GROUP_WEIGHT_CAP = 100
+
+
+def threshold_for_fpr(benign_scores: np.ndarray, budget: float, groups: Optional[np.ndarray] = None,
+                      group_cap: int = GROUP_WEIGHT_CAP) -> float:
     """Lowest threshold whose false-positive rate on ``benign_scores`` is at most ``budget``.
 
     With ``k = floor(budget * n)`` false positives allowed, the threshold sits just above the
     ``(k + 1)``-th highest benign score (ties stay below it), so at most ``k`` benign scores
     reach it.
 
-    With ``groups`` (the capture or device of each row) every group weighs the same, whatever
-    its number of flows: the budget bounds the mean of the groups' false-positive rates, so one
-    large, very regular capture cannot pull the threshold down to where the small devices'
-    unusual flows all pass it (the base rate per device is what an operator lives with).
+    With ``groups`` (the capture or device of each row) a group's flows weigh together at most as
+    much as ``group_cap`` flows: one large, very regular capture (thousands of identical flows)
+    cannot pull the threshold down to where the small devices' unusual flows all pass it (the base
+    rate per device is what an operator lives with), while a device of a few flows is not inflated
+    into a noisy per-device rate either.
 
     Parameters
     ----------
@@ -136,6 +142,8 @@ def threshold_for_fpr(benign_scores: np.ndarray, budget: float, groups: Optional
         allowed false-positive rate in ``[0, 1]``.
     groups
         ``(n,)`` group of each row, or None (every row weighs the same).
+    group_cap
+        With ``groups``: the most flows a group's rows weigh together.
     """
     scores = np.asarray(benign_scores, dtype=np.float64).reshape(-1)
     if scores.size == 0:
@@ -151,8 +159,9 @@ def threshold_for_fpr(benign_scores: np.ndarray, budget: float, groups: Optional
         if g.shape != scores.shape:
             raise DataError(f"{g.size} groups for {scores.size} benign scores")
         _, inverse, counts = np.unique(g.astype(str), return_inverse=True, return_counts=True)
-        weights = (1.0 / counts[inverse])[order]
-        allowed = budget * len(counts) + 1e-9
+        per_group = np.minimum(counts, group_cap).astype(np.float64)
+        weights = (per_group / counts)[inverse][order]
+        allowed = budget * per_group.sum() + 1e-9
         k = int(np.searchsorted(np.cumsum(weights), allowed, side="right"))
     if k >= s.size:
         return float(s[-1])
