@@ -147,6 +147,7 @@ class IncidentsConfig:
     confident_fraction: float = _RULE.confident_fraction
     confident_flows: int = _RULE.confident_flows
     confident_share: float = _RULE.confident_share
+    confident_per_peer: bool = _RULE.confident_per_peer
     scan_destinations: int = _RULE.scan_destinations
     scan_ports: int = _RULE.scan_ports
     scan_failed_share: float = _RULE.scan_failed_share

@@ -7,8 +7,9 @@ threshold to 1. Flagged flows of a host feed its :class:`HostEvidence` over ``wi
 of flow time; an incident opens when one of the rules of :class:`EvidenceRule` fires:
 
 ``confident``
-    ``confident_flows`` confident flows within the window, at least ``confident_share`` of the
-    host's flows (a C&C channel, an exfiltration; not three odd flows of a busy host).
+    ``confident_flows`` confident flows to one peer within the window, at least ``confident_share``
+    of the host's flows (a C&C channel, an exfiltration; not three odd flows of a busy host, nor a
+    booting device's first contact with each of its clouds).
 ``scan``
     flagged flows to ``scan_destinations`` distinct addresses, or ``scan_ports`` distinct ports
     of one address, within the window, most of them failed (a horizontal or vertical scan).
@@ -66,7 +67,10 @@ class EvidenceRule:
         Confident flows within the window that open an incident...
     confident_share
         ...when they are at least this share of the host's flows since its evidence began (decayed
-        over the window): a few confident flows lost in a busy host's thousands are not evidence.
+        over the window): a few confident flows lost in a busy host's thousands are not evidence...
+    confident_per_peer
+        ...and (when True) go to one peer: a C&C channel is repeated contact with one server, while
+        a device booting contacts each of its clouds once (many peers at once is the scan rule's).
     scan_destinations, scan_ports
         Distinct destination addresses (or ports of one address) among flagged flows in the window.
     scan_failed_share
@@ -94,6 +98,7 @@ class EvidenceRule:
     confident_fraction: float = 0.9
     confident_flows: int = 3
     confident_share: float = 0.1
+    confident_per_peer: bool = True
     scan_destinations: int = 16
     scan_ports: int = 16
     scan_failed_share: float = 0.5
@@ -112,6 +117,10 @@ class EvidenceRule:
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
+            if spec.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise ValueError(f"incidents.{spec.name}: must be true or false, got {value!r}")
+                continue
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"incidents.{spec.name}: must be a positive number, got {value!r}")
         if not (self.confident_fraction < 1.0 and self.scan_failed_share <= 1.0 and self.confident_share <= 1.0):
@@ -161,7 +170,7 @@ class HostEvidence:
     def __init__(self, rule: EvidenceRule, ts: float) -> None:
         self.first = ts
         self.last = ts
-        self.confident: list[float] = []  # timestamps, at most rule.confident_memory
+        self.confident: list[tuple[float, str]] = []  # (time, destination), at most rule.confident_memory
         self.peers: dict[str, _Peer] = {}  # insertion order = least recently flagged first
         self.bucket = 0.0
         self.bucket_ts = ts
@@ -198,7 +207,7 @@ class HostEvidence:
         self.max_score = max(self.max_score, score)
         if confident:
             conf = self.confident
-            conf.append(ts)
+            conf.append((ts, dest))
             if len(conf) > rule.confident_memory:
                 del conf[0]
         # leaky bucket for sustained volume; decayed excess mass for the message
@@ -246,8 +255,14 @@ class HostEvidence:
         the confident rule needs its confident flows to be a share of it.
         """
         horizon = now - rule.window_s
-        conf = self.confident
-        confident = sum(1 for t in conf if t >= horizon)
+        recent = [d for t, d in self.confident if t >= horizon]
+        if rule.confident_per_peer and recent:
+            per_peer: dict[str, int] = {}
+            for d in recent:
+                per_peer[d] = per_peer.get(d, 0) + 1
+            confident = max(per_peer.values())
+        else:
+            confident = len(recent)
         live = [p for p in self.peers.values() if p.last >= horizon]
         flows = sum(p.count for p in live)
         failed = sum(p.failed for p in live)

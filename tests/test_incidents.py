@@ -76,6 +76,18 @@ def test_a_busy_host_with_three_odd_confident_flows_is_not_an_incident():
     assert msgs == []
 
 
+def test_a_booting_device_contacting_each_cloud_once_is_not_a_c2_channel():
+    t = _tracker()
+    # confident, failed first contacts with four different cloud services (a device on its setup network)
+    msgs = [m for i, dest in enumerate(["52.1.1.1", "52.2.2.2", "52.3.3.3", "52.4.4.4"] * 2)
+            for m in _flow(t, "plug", i * 2.0, 0.99, dest=dest, port=443, state="S0")]
+    assert msgs == []
+    # the same confident flows to one server are a channel
+    t2 = _tracker()
+    assert [m["type"] for i in range(4) for m in _flow(t2, "bot", i * 2.0, 0.99, dest="52.1.1.1", port=443,
+                                                        state="S0")] == ["new"]
+
+
 def test_a_scan_opens_an_incident_from_borderline_flows():
     t = _tracker()
     msgs = [m for i in range(40) for m in _flow(t, "scanner", float(i), 0.6, dest=f"10.1.0.{i}", port=23,
