@@ -25,7 +25,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(MAKE) debs
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all]'
+	$(PY) -m pip install -q -e '.[all]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 test: install

@@ -191,8 +191,8 @@ def _source_key(params: dict) -> str:
 
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     digest.update(FEATURIZER_HASH.encode())
-    for rel in ("tests/bundle_factory.py", "convert/worker.py", "convert/bundle_writer.py", "core/bundle.py",
-                "core/runtime.py", "core/fusion.py"):
+    for rel in ("tests/bundle_factory.py", "convert/worker.py", "convert/bundle_writer.py", "edgebot/bundle.py",
+                "edgebot/runtime.py", "edgebot/fusion.py"):
         path = ROOT / rel
         if path.is_file():
             digest.update(path.read_bytes())
