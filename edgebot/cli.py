@@ -185,13 +185,16 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
         from edgebot.train.leave_device_out import leave_device_out, parse_leave_device_out
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise click.ClickException(f"the trainer needs the train extra: pip install 'edgebot[train]' ({exc})")
+    from edgebot.train.quiet import quiet_tensorflow
+
     folds = parse_leave_device_out(split)
-    if folds is not None:
-        result = leave_device_out(list(paths), out, k=folds, window=window, epochs=epochs, seed=seed, quick=quick,
-                                  fpr_budget=fpr_budget, families=fam, force=force)
-    else:
-        result = train_run(list(paths), out, split=split, window=window, epochs=epochs, seed=seed,
-                           quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
+    with quiet_tensorflow(enabled=not _State.debug):
+        if folds is not None:
+            result = leave_device_out(list(paths), out, k=folds, window=window, epochs=epochs, seed=seed,
+                                      quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
+        else:
+            result = train_run(list(paths), out, split=split, window=window, epochs=epochs, seed=seed,
+                               quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
     summary = result.get("summary") if isinstance(result, dict) else None
     if summary:
         click.echo(summary)
@@ -228,7 +231,10 @@ def convert(run_dir, out, max_f1_drop, force, sign_key) -> None:
         from edgebot.convert.bundle_writer import convert_run, format_verification
     except ImportError as exc:  # pragma: no cover
         raise click.ClickException(f"the converter needs the train extra: pip install 'edgebot[train]' ({exc})")
-    result = convert_run(run_dir, out, max_f1_drop=max_f1_drop, force=force, sign_key=sign_key)
+    from edgebot.train.quiet import quiet_tensorflow
+
+    with quiet_tensorflow(enabled=not _State.debug):
+        result = convert_run(run_dir, out, max_f1_drop=max_f1_drop, force=force, sign_key=sign_key)
     click.echo(format_verification(result))
 
 

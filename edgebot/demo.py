@@ -174,7 +174,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run_demo(Path(args.out), quick=not args.full)
+        try:
+            from edgebot.train.quiet import quiet_tensorflow
+        except ImportError:  # the gateway part needs no trainer
+            quiet_tensorflow = None
+        if quiet_tensorflow is not None:
+            with quiet_tensorflow():
+                run_demo(Path(args.out), quick=not args.full)
+        else:
+            run_demo(Path(args.out), quick=not args.full)
     except EdgebotError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
