@@ -51,7 +51,7 @@ def rates(cm: list[list[int]]) -> dict[str, float]:
 
 
 def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC curve over every distinct score.
+    """ROC curve over every distinct score (scikit-learn's, every point kept).
 
     Returns
     -------
@@ -59,61 +59,61 @@ def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.nda
         ``(k + 1,)`` each; the first point is ``(0, 0)`` at threshold ``+inf`` and the points
         follow decreasing thresholds (flag when ``score >= threshold``).
     """
+    from sklearn.metrics import roc_curve as _roc
+
     y = _as_binary(y_true)
     s = np.asarray(score, dtype=np.float64).reshape(-1)
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    # last index of each run of equal scores
-    distinct = np.r_[np.nonzero(np.diff(s))[0], s.size - 1] if s.size else np.array([], dtype=int)
-    tps = np.cumsum(y)[distinct]
-    fps = (distinct + 1) - tps
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    tpr = np.r_[0.0, tps / n_pos] if n_pos else np.r_[0.0, np.zeros(len(tps))]
-    fpr = np.r_[0.0, fps / n_neg] if n_neg else np.r_[0.0, np.zeros(len(fps))]
-    thresholds = np.r_[np.inf, s[distinct]]
-    return fpr, tpr, thresholds
+    if not y.any() or y.all():  # scikit-learn warns and returns NaN rates with one class
+        distinct = np.unique(s)[::-1]
+        zeros = np.zeros(len(distinct) + 1)
+        ones = np.r_[0.0, np.ones(len(distinct))]
+        return (ones, zeros, np.r_[np.inf, distinct]) if not y.any() else (zeros, ones, np.r_[np.inf, distinct])
+    fpr, tpr, thr = _roc(y, s, drop_intermediate=False)
+    thr = thr.astype(np.float64)
+    thr[0] = np.inf
+    return fpr, tpr, thr
 
 
 def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoids; ties count one half). NaN with a single class."""
+    """Area under the ROC curve (scikit-learn; ties count one half). NaN with a single class."""
+    from sklearn.metrics import roc_auc_score
+
     y = _as_binary(y_true)
     if y.all() or not y.any():
         return float("nan")
-    fpr, tpr, _ = roc_curve(y, score)
-    return float(np.trapezoid(tpr, fpr))
+    return float(roc_auc_score(y, np.asarray(score, dtype=np.float64).reshape(-1)))
 
 
 def pr_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision-recall points over every distinct score, by decreasing threshold.
+    """Precision-recall points over every distinct score, by decreasing threshold (scikit-learn's).
 
     Returns
     -------
     precision, recall, thresholds
-        ``(k,)`` each (no artificial end point).
+        ``(k,)`` each (scikit-learn's artificial end point ``(1, 0)`` dropped).
     """
+    from sklearn.metrics import precision_recall_curve
+
     y = _as_binary(y_true)
-    _, tpr, thr = roc_curve(y, score)
     s = np.asarray(score, dtype=np.float64).reshape(-1)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    distinct = np.r_[np.nonzero(np.diff(s_sorted))[0], s_sorted.size - 1] if s.size else np.array([], int)
-    tps = np.cumsum(y[order])[distinct]
-    flagged = distinct + 1
-    precision = tps / flagged
-    recall = tpr[1:]
-    return precision, recall, thr[1:]
+    if not y.any():
+        distinct = np.unique(s)[::-1]
+        return np.zeros(len(distinct)), np.zeros(len(distinct)), distinct
+    precision, recall, thr = precision_recall_curve(y, s, drop_intermediate=False)
+    return precision[:-1][::-1], recall[:-1][::-1], thr[::-1].astype(np.float64)
 
 
 def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
-    """Average precision: ``sum_k (R_k - R_{k-1}) P_k`` (step-wise, no interpolation).
+    """Average precision (scikit-learn): ``sum_k (R_k - R_{k-1}) P_k``, step-wise, no interpolation.
 
     NaN when there is no positive row.
     """
+    from sklearn.metrics import average_precision_score
+
     y = _as_binary(y_true)
     if not y.any():
         return float("nan")
-    precision, recall, _ = pr_curve(y, score)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y, np.asarray(score, dtype=np.float64).reshape(-1)))
 
 
 #: With groups, a capture's flows weigh together at most as much as this many flows.
