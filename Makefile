@@ -44,6 +44,7 @@ demo: install
 
 # Figures for benchmarks/RESULTS.md, measured on the bundle that `make demo` builds.
 bench: install
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
 	test -f demo-out/bundle/manifest.json || $(PY) -m edgebot.demo
 	$(PY) benchmarks/run_bench.py demo-out/bundle --run-dir demo-out/run
 

@@ -28,17 +28,32 @@ REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
 PCAP_MIRAI = REPO / "data/pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
 PCAP_HUE = REPO / "data/pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz"
-#: Kitsune-py (tshark parsing), measured on this class of machine by the project's CEO earlier;
-#: not re-measured here (Kitsune-py is not on PyPI).
+#: Kitsune-py, the peer a user might pick instead: ymirsky/Kitsune-py at commit 7c8ea51e with tshark parsing
+#: and numpy<2, the whole process timed, median of 3, on this class of machine (2 x86-64 cores). Not re-run by
+#: this script: Kitsune-py is not installable from a registry; rerun it from that commit to check these figures.
 KITSUNE_REFERENCE = {
-    "note": "Kitsune-py reference implementation with tshark parsing, measured earlier on this class of machine "
-            "by the project's CEO (not re-measured: not installable from a registry)",
+    "note": "Kitsune-py (ymirsky/Kitsune-py @ 7c8ea51e, tshark parsing, numpy<2; whole process, median of 3) on "
+            "this class of machine; not re-run by run_bench.py (not installable from a registry)",
+    "implementation": "https://github.com/ymirsky/Kitsune-py",
+    "commit": "7c8ea51e",
     "mirai_34_1_packets_per_s": 195, "hue_4_1_packets_per_s": 1728, "peak_rss_mb": [164, 178],
 }
 TARGETS = {
     "keras_over_int8_batch256": 20.0, "keras_over_int8_batch1": 100.0, "agent_peak_rss_mb": 120.0,
     "tf_rss_over_agent_rss": 4.0, "packets_per_s": 100_000.0, "verdict_p95_ms": 50.0, "startup_s": 1.0,
 }
+
+
+def _relative_paths(obj):
+    """Every path under the repository recorded relative to it (results name no machine's paths)."""
+    root = str(REPO) + os.sep
+    if isinstance(obj, dict):
+        return {k: _relative_paths(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_relative_paths(v) for v in obj]
+    if isinstance(obj, str) and root in obj:
+        return obj.replace(root, "")
+    return obj
 
 
 def _load() -> list[float]:
@@ -210,7 +225,7 @@ def write_results(data: dict, command: str) -> str:
             lines.append(f"| {name} | {what} | {r['packets']:,} | {r['flows']:,} (NFStream flows) | "
                          f"{r['packets_per_s']:,.0f} | {r['flows_per_s']:,.0f} | batch | {r['peak_rss_mb']:.0f} |")
     k = KITSUNE_REFERENCE
-    lines.append(f"| Mirai 34-1 / benign 4-1 | Kitsune-py (tshark), earlier measurement, not re-run | 36,797 / 21,664 | - | "
+    lines.append(f"| Mirai 34-1 / benign 4-1 | Kitsune-py @ 7c8ea51e (tshark, numpy<2; median of 3), not re-run by this script | 36,797 / 21,664 | - | "
                  f"{k['mirai_34_1_packets_per_s']:,} / {k['hue_4_1_packets_per_s']:,} | - | - | "
                  f"{k['peak_rss_mb'][0]}-{k['peak_rss_mb'][1]} |")
     lines += ["", "## Reading the figures", "", *data["analysis"], ""]
@@ -260,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render_only:
         data = json.loads((args.out / "results.json").read_text())
         data["analysis"] = ANALYSIS
-        (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        data = _relative_paths(data)
+    (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         (args.out / "RESULTS.md").write_text(write_results(data, data["command"]))
         return 0
     command = "python benchmarks/run_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -273,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data["pipeline_hue"] = measure_pipeline(args.bundle, PCAP_HUE, Path(tmp), 3)
     data["load"]["hue"].append(_load())
+    import importlib.util
+
+    if not args.no_baseline and importlib.util.find_spec("nfstream") is None:
+        print("note: the NFStream baseline is skipped: nfstream is not installed "
+              "(pip install -r benchmarks/requirements.txt, or `make bench` which does it)", flush=True)
+        args.no_baseline = True
     if not args.no_baseline and bench["model"].get("run_dir"):
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             cmd = [sys.executable, str(HERE / "baseline" / "nfstream_baseline.py"), bench["model"]["run_dir"],
@@ -285,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     data["seconds"] = time.time() - t0
     data["command"] = command
     args.out.mkdir(parents=True, exist_ok=True)
+    data = _relative_paths(data)
     (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     (args.out / "RESULTS.md").write_text(write_results(data, command))
     print(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.json'}")
