@@ -504,6 +504,10 @@ class IncidentTracker:
             self.note(host, ts)
         th = self.host_threshold(host) if threshold is None else threshold
         inc = self._open.get(host)
+        ended: list[dict] = []
+        if inc is not None and ts - inc.last_flagged >= self.quiet_period_s:  # quiet long enough: over
+            ended.append(self._end(host, "quiet"))
+            inc = None
         failed = conn_state in FAILED_STATES
         retry = self.retry_level(host, dest or peer.rsplit(":", 1)[0], port, ts) if failed else 0.0
         if score < th and retry < self.rule.retry_burst:
@@ -511,7 +515,7 @@ class IncidentTracker:
                 inc.flows += 1
                 inc.last_seen = max(inc.last_seen, ts)
                 inc.last_score = float(score)
-            return []
+            return ended
         if not dest:
             dest = peer.rsplit(":", 1)[0] if peer else ""
         rule = self.rule
@@ -525,6 +529,14 @@ class IncidentTracker:
         if inc is not None:
             self._add(inc, ts, score, peer, community_id)
             return self._maybe_update(inc, ts)
+        return ended + self._pending_flow(host, ts, score, th, excess, confident, dest, port, failed, retry, peer,
+                                          community_id, learning)
+
+    def _pending_flow(self, host: str, ts: float, score: float, th: float, excess: float, confident: bool,
+                      dest: str, port: int, failed: bool, retry: float, peer: str, community_id: CommunityId,
+                      learning: Optional[bool]) -> list[dict]:
+        """A flagged flow (or a retry) of a host without an open incident: evidence, maybe an incident."""
+        rule = self.rule
         ev = self._pending.get(host)
         if ev is None or ts - ev.last > rule.window_s:
             ev = HostEvidence(rule, ts)

@@ -204,3 +204,12 @@ def test_severity_levels():
     assert severity_for(3.0, 0.9, 9) == "high"
     assert severity_for(1.6, 0.9, 5) == "medium"
     assert severity_for(1.0, 0.9, 3) == "low"
+
+
+def test_an_incident_quiet_long_enough_ends_before_the_next_flagged_flow_even_without_a_tick():
+    t = _tracker(quiet_period_s=300)
+    first = [m for i in range(3) for m in _flow(t, "h", float(i), 0.99)]
+    later = [m for i in range(3) for m in _flow(t, "h", 1000.0 + i, 0.99)]  # no tick in between
+    assert [m["type"] for m in first] == ["new"]
+    assert [m["type"] for m in later] == ["end", "new"] and later[0]["reason"] == "quiet"
+    assert later[1]["incident_id"] != first[0]["incident_id"]

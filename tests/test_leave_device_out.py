@@ -53,15 +53,18 @@ def _flow(host: str, ts: float) -> FlowRecord:
     return FlowRecord(ts, host, 40000, "198.51.100.7", 443, "tcp", duration=0.5)
 
 
-def test_the_incident_adapter_uses_todays_rule():
-    # host a: 3 flows over the threshold within the quiet period -> one incident; 3 more after 20 min -> another
-    # host b: only 2 flows over the threshold -> none; host c: many flows just below -> none (at 0.3: one)
+def test_the_incident_adapter_uses_the_agents_evidence_rule():
+    # host a: 3 confident flows to one peer within the window -> one incident; 3 more after 20 min -> another
+    # host b: only 2 -> none; host c: many borderline flows (0.6 against 0.5) -> none, but at a 0.3 threshold
+    # they are confident (0.6 >= 0.3 + 0.9 * 0.7? no: 0.93) -> still none: borderline evidence never opens one
     flows = [_flow("a", t) for t in (0, 10, 20, 1200, 1210, 1220)] + [_flow("b", t) for t in (5, 15)]
     flows += [_flow("c", t) for t in range(0, 100, 5)]
     flows.sort(key=lambda f: f.ts)
-    scores = np.array([0.4 if f.orig_h == "c" else 0.9 for f in flows], dtype=np.float32)
+    scores = np.array([0.6 if f.orig_h == "c" else 0.99 for f in flows], dtype=np.float32)
     assert _count_false_incidents(flows, scores, threshold=0.5) == {"a": 2}
-    assert _count_false_incidents(flows, scores, threshold=0.3) == {"a": 2, "c": 1}
+    assert _count_false_incidents(flows, scores, threshold=0.3) == {"a": 2}
+    # with learning (the device new to the gateway) ordinary evidence is held back: no incident at all
+    assert _count_false_incidents(flows, scores, threshold=0.5, learn_s=6 * 3600) == {}
 
 
 def test_cli_refuses_a_bad_k_and_data_without_devices_in_one_line(tmp_path):
