@@ -1,6 +1,11 @@
-"""Moved to :mod:`edgebot.edge.config` (the agent's settings belong to the edge wing)."""
+"""Moved: the agent's settings are :mod:`edgebot.edge.config` (the edge wing owns them).
+
+Only ``edge/bench_worker.py`` still imports ``load_config`` from here; switch it to
+``edgebot.edge.config`` and delete this module.
+"""
 
 from __future__ import annotations
 
-from edgebot.edge.config import *  # noqa: F401,F403
-from edgebot.edge.config.schema import _all_paths  # noqa: F401
+from edgebot.edge.config import load_config
+
+__all__ = ["load_config"]

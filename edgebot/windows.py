@@ -74,6 +74,10 @@ def make_windows(X: np.ndarray, hosts: Sequence[str], ts: Sequence[float], windo
     return W
 
 
+#: Hosts tracked at once unless told otherwise (the agent's ``limits.max_hosts`` defaults to it).
+MAX_HOSTS = 2048
+
+
 class HostWindows:
     """Online per-host ring buffers of the last ``T`` feature rows, with a cap on hosts.
 
@@ -81,7 +85,7 @@ class HostWindows:
     ``evictions`` counts them. Memory is bounded by ``max_hosts * T * F * 4`` bytes.
     """
 
-    def __init__(self, window: int, n_features: int, max_hosts: int = 2048):
+    def __init__(self, window: int, n_features: int, max_hosts: int = MAX_HOSTS):
         if window < 1 or max_hosts < 1:
             raise DataError("window and max_hosts must be positive")
         self.window = window
