@@ -168,8 +168,8 @@ class Agent:
                  source: Optional[Source] = None):
         self.cfg = cfg
         self.bundle = bundle
-        self.sink = sink
-        self.source = source
+        self.sink: Sink = sink  # type: ignore[assignment]  # None until init_sinks() builds it
+        self.source: Source = source  # type: ignore[assignment]  # None until init_source() builds it
         self.windows: Optional[HostWindows] = None
         self.incidents = None
         self._stop = threading.Event()

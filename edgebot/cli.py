@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+import typing
 from typing import Callable
 
 import click
@@ -364,7 +365,8 @@ def run(ctx: click.Context, bundle, gateway_id, config_path, check_config, summa
     from edgebot.edge.config import check_config as _check, load_config
 
     overrides = {"bundle": bundle, "gateway_id": gateway_id, "trust_key": trust}
-    overrides.update({flag.key: plugin_values[flag.dest] for flag in ctx.command.plugin_flags()})
+    command = typing.cast(RunCommand, ctx.command)
+    overrides.update({flag.key: plugin_values[flag.dest] for flag in command.plugin_flags()})
     overrides = {k: v for k, v in overrides.items() if v is not None}
     summary_problem = _summary_json_problem(summary_json)
     if check_config:

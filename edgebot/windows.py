@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from edgebot.errors import DataError
+from edgebot.limits import MAX_HOSTS
 
 
 def host_order(hosts: Sequence[str], ts: np.ndarray) -> np.ndarray:
@@ -72,10 +73,6 @@ def make_windows(X: np.ndarray, hosts: Sequence[str], ts: Sequence[float], windo
         Ws[valid, window - 1 - lag] = Xs[src[valid]]
     W[order] = Ws
     return W
-
-
-#: Hosts tracked at once unless told otherwise (the agent's ``limits.max_hosts`` defaults to it).
-MAX_HOSTS = 2048
 
 
 class HostWindows:

@@ -45,7 +45,7 @@ def _settings(cls: type) -> dict[str, tuple[Any, dataclasses.Field[Any]]]:
             if not f.metadata.get("internal")}
 
 
-def all_paths(cls: type = AgentConfig, prefix: str = "") -> list[str]:
+def all_paths(cls: Any = AgentConfig, prefix: str = "") -> list[str]:
     """Every key path of the schema (``gateway_id``, ``mqtt``, ``mqtt.url``...), in schema order."""
     paths = []
     for name, (tp, _) in _settings(cls).items():
@@ -224,7 +224,8 @@ def _load(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | No
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if any(key in {f"source.{kind}" for kind in SourceConfig.KINDS} for key in overrides):
         # a source flag replaces the file's source; the sources' options (follow) stay
-        config.source = dataclasses.replace(config.source, **{kind: None for kind in SourceConfig.KINDS})
+        source: Any = config.source
+        config.source = dataclasses.replace(source, **{kind: None for kind in SourceConfig.KINDS})
     for dotted, value in overrides.items():
         _apply_override(config, dotted, value, errors)
     return config, read_ok

@@ -24,7 +24,7 @@ from edgebot.edge.sinks.base import SINKS
 from edgebot.edge.sources.base import SOURCES
 from edgebot.incidents import EvidenceRule
 from edgebot.site import SiteSettings
-from edgebot.windows import MAX_HOSTS
+from edgebot.limits import MAX_ACTIVE_FLOWS, MAX_HOSTS
 
 __all__ = [
     "AgentConfig",
@@ -58,7 +58,7 @@ def default_state_dir() -> Path:
     return base / "edgebot"
 
 
-def section_name(sink: type) -> str:
+def section_name(sink: Any) -> str:
     """The config section (and attribute) of a sink: its type with ``_`` for ``-``."""
     return sink.type.replace("-", "_")
 
@@ -165,7 +165,7 @@ class LimitsConfig:
     """``[limits]``: memory bounds; what is evicted is counted in the stats."""
 
     max_hosts: int = setting(MAX_HOSTS, low=1, high=10_000_000)
-    max_active_flows: int = setting(20_000, low=1, high=10_000_000)
+    max_active_flows: int = setting(MAX_ACTIVE_FLOWS, low=1, high=10_000_000)
 
 
 _RULE = EvidenceRule()

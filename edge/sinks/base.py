@@ -9,7 +9,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Type
 
 from edgebot.edge.plugins import Flag, PluginRegistry
 from edgebot.errors import ConfigError, SinkError
@@ -91,7 +91,8 @@ class Sink(abc.ABC):
     To add a sink, write one module in ``edge/sinks/``: subclass, declare the class attributes
     below, implement the abstract methods, :meth:`wanted` and :meth:`from_config`, and decorate
     the class with ``@SINKS.register``. Its config section ``[<type>]`` (the fields of
-    ``Settings``) and its ``flags`` of ``edgebot run`` follow from the declaration. Heavy imports
+    ``Settings``; checks beyond the bounds in ``Settings.problems(config)``) and its ``flags`` of
+    ``edgebot run`` follow from the declaration. Heavy imports
     go inside the methods (see :mod:`edgebot.edge.plugins`). ``tests/test_plugin_contracts.py``
     runs the contract over it.
     """
@@ -101,7 +102,7 @@ class Sink(abc.ABC):
     #: Position in listings and in the order sinks are built (and messages fan out).
     order: ClassVar[int] = 100
     #: The dataclass of the section's settings (None: the sink has no section).
-    Settings: ClassVar[type | None] = None
+    Settings: ClassVar[Optional[Type[Any]]] = None
     #: The flags of ``edgebot run``.
     flags: ClassVar[tuple[Flag, ...]] = ()
     #: Used when the config asks for no sink at all (JSON lines to standard output).
@@ -180,11 +181,6 @@ class Sink(abc.ABC):
     def wanted(cls, config: AgentConfig) -> bool:
         """Whether the config asks for this sink (e.g. ``mqtt.url`` is set)."""
         return False
-
-    @classmethod
-    def section_problems(cls, config: AgentConfig) -> list[str]:
-        """What ``--check-config`` finds wrong in this sink's section beyond its bounds."""
-        return []
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> Sink:

@@ -31,6 +31,13 @@ class JsonlConfig:
     path: str | None = setting(None, path=True)
     """Unset: standard output when no other sink is configured (no mqtt.url), else no JSON lines."""
 
+    def problems(self, config: AgentConfig) -> list[str]:
+        """A path that start-up could not open for appending."""
+        if self.path in (None, "-"):
+            return []
+        why = writable_file_problem(Path(self.path), create_dirs=False, devices_ok=True)
+        return [f"jsonl.path: {why}"] if why else []
+
 
 @SINKS.register
 
@@ -62,14 +69,6 @@ class JsonlSink(Sink):
     def wanted(cls, config: AgentConfig) -> bool:
         """``[jsonl] path`` is set (else JSON lines are the fallback when no other sink is wanted)."""
         return config.jsonl.path is not None
-
-    @classmethod
-    def section_problems(cls, config: AgentConfig) -> list[str]:
-        """A path that start-up could not open for appending."""
-        if config.jsonl.path in (None, "-"):
-            return []
-        why = writable_file_problem(Path(config.jsonl.path), create_dirs=False, devices_ok=True)
-        return [f"jsonl.path: {why}"] if why else []
 
     def __init__(self, path: str | os.PathLike[str] = "-", *, fsync: bool = False) -> None:
         super().__init__()

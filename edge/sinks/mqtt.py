@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_module
-import ssl
 import sys
 import threading
 import time
@@ -347,6 +346,8 @@ class MqttSink(Sink):
         super().start()
 
     def _make_client(self) -> paho.Client:
+        import ssl
+
         client = self._paho.client.Client(self._paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                           protocol=self._paho.client.MQTTv311, clean_session=True)
         if self.username is not None:
@@ -401,6 +402,8 @@ class MqttSink(Sink):
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its ``except OSError`` block, so the cause is at hand.
+        import ssl
+
         exc = sys.exc_info()[1]
         if isinstance(exc, ssl.SSLCertVerificationError):
             self.fatal_error = (f"TLS certificate of the MQTT broker {self.url.display()} "

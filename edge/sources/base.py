@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, Optional, Type
 
 from edgebot.edge.plugins import Flag, PluginRegistry, file_problem
 from edgebot.flow import FlowRecord
@@ -41,7 +41,7 @@ class FlowSource(abc.ABC):
     #: Listing position in ``--help`` and messages.
     order: ClassVar[int] = 100
     #: Options of this source that live in ``[source]`` (a dataclass of settings), or None.
-    Settings: ClassVar[Optional[type]] = None
+    Settings: ClassVar[Optional[Type[Any]]] = None
     #: The flags of ``edgebot run``: the one that sets the location (``--pcap``) and options.
     flags: ClassVar[tuple[Flag, ...]] = ()
     #: The location is a file path (relative paths in a config file are relative to it).

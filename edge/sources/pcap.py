@@ -104,7 +104,7 @@ class PcapSource(FlowSource):
         """The meter (for its counters and settings)."""
         return self._meter
 
-    def __iter__(self) -> Iterator[FlowRecord]:
+    def __iter__(self) -> Iterator[Optional[FlowRecord]]:
         if self._done:
             return
         meter, reader = self._meter, self._reader
