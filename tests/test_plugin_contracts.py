@@ -143,7 +143,7 @@ def test_declaration(cls):
         assert flag.name.startswith("--") and flag.help and flag.key in paths
     if registry is SOURCES:
         assert cls.flags and cls.flags[0].name == f"--{cls.type}" and cls.flags[0].key == f"source.{cls.key()}"
-        assert f"source.{cls.key()}" in paths and cls.profiles
+        assert f"source.{cls.key()}" in paths and cls.profiles and cls.location_doc
     elif cls.Settings is not None:
         assert cls.type.replace("-", "_") in paths
         assert all(flag.key.startswith(cls.type.replace("-", "_") + ".") for flag in cls.flags)

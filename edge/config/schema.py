@@ -23,8 +23,8 @@ from edgebot.edge.plugins import YEAR_S, bounds_problems, redacted, setting
 from edgebot.edge.sinks.base import SINKS
 from edgebot.edge.sources.base import SOURCES
 from edgebot.incidents import EvidenceRule
-from edgebot.site import SiteSettings
 from edgebot.limits import MAX_ACTIVE_FLOWS, MAX_HOSTS
+from edgebot.site import SiteSettings
 
 __all__ = [
     "AgentConfig",
@@ -137,10 +137,10 @@ def _derive_source_config() -> type:
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
         raise TypeError(f"[source] keys declared twice by the sources: {clash}")
-    made = dataclasses.make_dataclass("SourceConfig", fields, bases=(SourceSection,),
-                                      namespace={"KINDS": kinds, "__doc__": SourceSection.__doc__,
-                                                 "__module__": __name__})
-    return made
+    doc = (SourceSection.__doc__ or "") + "\n    Keys:\n\n" + "\n".join(
+        f"    ``{cls.key()}``: {cls.location_doc}" for cls in SOURCES.classes()) + "\n"
+    return dataclasses.make_dataclass("SourceConfig", fields, bases=(SourceSection,),
+                                      namespace={"KINDS": kinds, "__doc__": doc, "__module__": __name__})
 
 
 if TYPE_CHECKING:
