@@ -10,13 +10,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
+from edgebot.edge.plugins import Sink, Source
 from edgebot.features import featurize
 from edgebot.flow import FlowRecord
 from edgebot.windows import HostWindows
+
+if TYPE_CHECKING:
+    from edgebot.edge.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +164,12 @@ class Agent:
     signals; then the sinks start (MQTT connects in the background, never blocking).
     """
 
-    def __init__(self, cfg: Any, *, bundle: Any = None, sink: Any = None, source: Any = None):
+    def __init__(self, cfg: AgentConfig, *, bundle: Any = None, sink: Optional[Sink] = None,
+                 source: Optional[Source] = None):
         self.cfg = cfg
         self.bundle = bundle
-        self.sink = sink
-        self.source = source
+        self.sink: Sink = sink  # type: ignore[assignment]  # None until init_sinks() builds it
+        self.source: Source = source  # type: ignore[assignment]  # None until init_source() builds it
         self.windows: Optional[HostWindows] = None
         self.incidents = None
         self._stop = threading.Event()
@@ -198,13 +203,13 @@ class Agent:
         if self.bundle is None:
             from edgebot.bundle import load_bundle
 
-            self.bundle = load_bundle(self.cfg.bundle, trust=getattr(self.cfg, "trust_key", None))
+            self.bundle = load_bundle(self.cfg.bundle, trust=self.cfg.trust_key)
         log.info("bundle %s (%s) loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
                  self.bundle.version, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
 
     @property
     def threshold(self) -> float:
-        override = getattr(self.cfg.scoring, "threshold", None)
+        override = self.cfg.scoring.threshold
         return float(override) if override is not None else float(self.bundle.threshold)
 
     def init_scorer(self) -> None:
@@ -240,7 +245,7 @@ class Agent:
 
     @property
     def _persist_site(self) -> bool:
-        return bool(getattr(self.cfg, "persist_site", lambda: False)())
+        return self.cfg.persist_site()
 
     def init_sinks(self) -> None:
         if self.sink is None:
@@ -447,8 +452,7 @@ class Agent:
         return hosts
 
     def _stats_interval(self) -> float:
-        mqtt = getattr(self.cfg, "mqtt", None)
-        return float(getattr(mqtt, "stats_interval_s", 0) or 0) if mqtt is not None else 0.0
+        return float(self.cfg.mqtt.stats_interval_s)  # in [mqtt], but the stats go to every sink
 
     def stats(self, elapsed: float) -> dict:
         src = self.source.stats() if hasattr(self.source, "stats") else {}
@@ -562,7 +566,7 @@ class _CommunityId:
             return None
 
 
-def run_agent(cfg: Any) -> AgentSummary:
+def run_agent(cfg: AgentConfig) -> AgentSummary:
     """Build, start and run an agent from a validated config; returns its summary."""
     agent = Agent(cfg)
     agent.start()

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import sys
+import typing
 from typing import Callable
 
 import click
@@ -299,25 +300,63 @@ def evaluate(bundle_dir, paths, as_json, trust, learn) -> None:
 
 
 # ---------------------------------------------------------------------------------------- run
-@main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Meter traffic, score it, publish incidents (the gateway agent).")
+class RunCommand(GroupedCommand):
+    """``edgebot run``: the flags of the sources and sinks come from the plug-in registries.
+
+    Each plug-in declares its flags in its own file (:class:`edgebot.edge.plugins.Flag`); they are
+    added the first time the command parses or shows help, so that the other commands never import
+    the edge wing.
+    """
+
+    _plugin_flags: list | None = None
+
+    def plugin_flags(self) -> list:
+        """The plug-ins' :class:`~edgebot.edge.plugins.Flag` s, adding their options on first use."""
+        if self._plugin_flags is None:
+            from edgebot.edge.sinks.base import SINKS
+            from edgebot.edge.sources.base import SOURCES
+
+            sources = SOURCES.classes()
+            where = {f"source.{cls.key()}" for cls in sources}
+            locations = [f for f in SOURCES.flags() if f.key in where]
+            options = [f for f in SOURCES.flags() if f.key not in where]
+            sinks = SINKS.flags()
+            taken = {p.name for p in self.params}
+            for flag in locations + sinks + options:
+                if flag.dest in taken:
+                    raise click.ClickException(f"the plug-in flag {flag.name} clashes with another option")
+                taken.add(flag.dest)
+                kind = {"default": None} if flag.switch else {"type": click.Path() if flag.path else None}
+                self.params.insert(len(self.params) - len(_RUN_CONFIG_OPTIONS),
+                                   click.Option([flag.name, flag.dest], help=flag.help, **kind))
+            self.option_groups = {
+                "Model": ["bundle"],
+                "Source (exactly one)": [f.dest for f in locations + options],
+                "Alerts": [f.dest for f in sinks] + ["gateway_id"],
+                "Configuration": list(_RUN_CONFIG_OPTIONS),
+            }
+            self._plugin_flags = locations + sinks + options
+        return self._plugin_flags
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        self.plugin_flags()
+        return super().get_params(ctx)
+
+
+_RUN_CONFIG_OPTIONS = ("config_path", "check_config", "summary_json", "trust")
+
+
+@main.command(cls=RunCommand, context_settings=CONTEXT_SETTINGS, short_help="Meter traffic, score it, publish incidents (the gateway agent).")
 @click.option("--bundle", "bundle", type=click.Path(), help="Model bundle directory (or 'bundle' in the config).")
-@click.option("--pcap", type=click.Path(), help="Replay a pcap (gz/xz ok) as fast as the CPU allows.", )
-@click.option("--iface", help="Capture live on this interface (needs CAP_NET_RAW).")
-@click.option("--zeek-log", "zeek_log", type=click.Path(), help="Follow a growing Zeek conn.log (TSV or JSON).")
-@click.option("--csv", "csv_path", type=click.Path(), help="Score flows already metered (Zeek-like or CICFlowMeter CSV).")
-@click.option("--mqtt", "mqtt_url", help="Broker URL: mqtt://host:1883 or mqtts://host:8883. Give the password in "
-              "EDGEBOT_MQTT_PASSWORD (or a 0600 config), not as user:pass@ here: every local user sees it in ps.")
-@click.option("--jsonl", "jsonl", type=click.Path(), help="Write incidents as JSON lines here ('-' = stdout).")
-@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (flags override it).")
 @click.option("--gateway-id", "gateway_id", help="Name of this gateway in topics and incidents.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (flags override it).")
 @click.option("--check-config", is_flag=True, help="Validate the configuration and exit 0 (ok) or 1.")
-@click.option("--follow/--no-follow", default=None, help="Keep following --zeek-log after its end.")
 @click.option("--summary-json", "summary_json", type=click.Path(dir_okay=False), help="Also write the end-of-run summary as JSON here.")
 @click.option("--trust", "trust", type=click.Path(dir_okay=False),
               help="Refuse a bundle not signed by this public key (or 'trust_key' in the config).")
+@click.pass_context
 @handle_errors
-def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, gateway_id, check_config, follow,
-        summary_json, trust) -> None:
+def run(ctx: click.Context, bundle, gateway_id, config_path, check_config, summary_json, trust, **plugin_values) -> None:
     """Meter traffic, score flows with the bundle, publish incidents (MQTT and/or JSON lines).
 
     Exactly one source: --pcap, --iface, --zeek-log or --csv. Without --mqtt, incidents go
@@ -329,15 +368,11 @@ def run(bundle, pcap, iface, zeek_log, csv_path, mqtt_url, jsonl, config_path, g
     Example:
       edgebot run --bundle bundles/iot23 --pcap capture.pcap --mqtt mqtt://localhost:1883
     """
-    from edgebot.config import check_config as _check, load_config
+    from edgebot.edge.config import check_config as _check, load_config
 
-    overrides = {
-        "bundle": bundle, "source.pcap": pcap, "source.iface": iface, "source.zeek_log": zeek_log,
-        "source.csv": csv_path, "mqtt.url": mqtt_url, "jsonl.path": jsonl, "gateway_id": gateway_id,
-        "trust_key": trust,
-    }
-    if follow is not None:
-        overrides["source.follow"] = follow
+    overrides = {"bundle": bundle, "gateway_id": gateway_id, "trust_key": trust}
+    command = typing.cast(RunCommand, ctx.command)
+    overrides.update({flag.key: plugin_values[flag.dest] for flag in command.plugin_flags()})
     overrides = {k: v for k, v in overrides.items() if v is not None}
     summary_problem = _summary_json_problem(summary_json)
     if check_config:
@@ -367,7 +402,7 @@ def _summary_json_problem(path: str | None) -> str | None:
         return None
     from pathlib import Path
 
-    from edgebot.config import writable_file_problem
+    from edgebot.statefiles import writable_file_problem
 
     import os
 
@@ -428,12 +463,6 @@ _groups(train, {
     "Output": ["out", "force"],
     "Evaluation protocol": ["split", "families", "fpr_budget"],
     "Model and training": ["window", "epochs", "seed", "quick"],
-})
-_groups(run, {
-    "Model": ["bundle"],
-    "Source (exactly one)": ["pcap", "iface", "zeek_log", "csv_path", "follow"],
-    "Alerts": ["mqtt_url", "jsonl", "gateway_id"],
-    "Configuration": ["config_path", "check_config", "summary_json", "trust"],
 })
 _groups(bench, {
     "What to measure": ["pcap", "batches", "repeat", "run_dir"],

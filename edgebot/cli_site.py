@@ -34,7 +34,7 @@ def resolve_state_dir(state_dir: Optional[str], config_path: Optional[str]) -> P
     """The state dir the operator means (flag, config file, default)."""
     if state_dir:
         return Path(state_dir)
-    from edgebot.config import default_state_dir, load_config
+    from edgebot.edge.config import default_state_dir, load_config
 
     if config_path:
         return load_config(config_path).state_path()

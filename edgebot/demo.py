@@ -69,7 +69,7 @@ def _format_agent_summary(s: dict) -> str:
 def _broker_reachable(url: str) -> bool:
     import socket
 
-    from edgebot.config import parse_mqtt_url
+    from edgebot.edge.sinks.mqtt_url import parse_mqtt_url
 
     try:
         u = parse_mqtt_url(url)

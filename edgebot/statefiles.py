@@ -12,6 +12,8 @@ users. The rules, for every state file of edgebot:
   file of ours that is more open; :func:`prepare_private_file` does only the create/narrow part,
   for files another library opens (SQLite then creates its ``-wal`` and ``-shm`` files with the
   database file's mode).
+- :func:`writable_file_problem` says, before a run, why a file could not be opened for writing
+  at start-up (``--check-config``, ``--summary-json``).
 - :func:`atomic_write` writes a whole file through a temporary sibling, ``fsync`` and
   ``os.replace``: a reader sees the old content or the new one, never half of it, even after a
   crash or power cut. :func:`atomic_write_private` also makes the directory private.
@@ -31,7 +33,7 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 __all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "prepare_private_file", "open_private", "atomic_write",
-           "atomic_write_private", "is_private"]
+           "atomic_write_private", "is_private", "writable_file_problem"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -175,3 +177,48 @@ def atomic_write_private(path: str | os.PathLike[str], data: bytes, *, tighten_d
     path = Path(path)
     private_dir(path.parent, tighten=tighten_dir)
     return atomic_write(path, data, mode=FILE_MODE)
+
+
+def writable_file_problem(path: Path, *, sqlite: bool = False, create_dirs: bool = True,
+                          devices_ok: bool = False) -> str | None:
+    """Why ``path`` could not be opened for writing as a regular file at start-up, or None.
+
+    Parameters
+    ----------
+    path
+        The file.
+    sqlite
+        An existing non-empty file must be an SQLite database.
+    create_dirs
+        Missing directories would be created (the nearest existing one must be writable).
+    devices_ok
+        Accept a character device such as ``/dev/null`` or ``/dev/stdout`` (JSON lines).
+    """
+    try:
+        if path.exists() or path.is_symlink():
+            st = path.stat()
+            if stat.S_ISDIR(st.st_mode):
+                return f"{path} is a directory; give a file path"
+            if not stat.S_ISREG(st.st_mode) and not (devices_ok and stat.S_ISCHR(st.st_mode)):
+                return f"{path} is not a regular file (a device or a pipe); give a file path"
+            if not os.access(path, os.W_OK):
+                return f"{path} is not writable by this user"
+            if sqlite and st.st_size:
+                with open(path, "rb") as fh:
+                    if fh.read(16) != b"SQLite format 3\x00":
+                        return f"{path} exists and is not an SQLite queue file; remove it or choose another path"
+            return None
+        parent = path.parent
+        if not create_dirs:
+            if not parent.is_dir():
+                return f"no such directory: {parent}"
+        else:
+            while not parent.exists() and parent.parent != parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                return f"{parent} is not a directory, so {path} cannot be created"
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return f"cannot create {path}: {parent} is not writable by this user"
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+        return f"cannot use {path!s:.200}: {getattr(exc, 'strerror', None) or exc}"
+    return None

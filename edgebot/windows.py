@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from edgebot.errors import DataError
+from edgebot.limits import MAX_HOSTS
 
 
 def host_order(hosts: Sequence[str], ts: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ class HostWindows:
     ``evictions`` counts them. Memory is bounded by ``max_hosts * T * F * 4`` bytes.
     """
 
-    def __init__(self, window: int, n_features: int, max_hosts: int = 2048):
+    def __init__(self, window: int, n_features: int, max_hosts: int = MAX_HOSTS):
         if window < 1 or max_hosts < 1:
             raise DataError("window and max_hosts must be positive")
         self.window = window

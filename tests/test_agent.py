@@ -24,7 +24,7 @@ GW = "test-gw"
 
 
 def _cfg(bundle, **overrides):
-    from edgebot.config import load_config
+    from edgebot.edge.config import load_config
 
     base = {"bundle": str(bundle), "gateway_id": GW}
     base.update({k.replace("__", "."): v for k, v in overrides.items()})

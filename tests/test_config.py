@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from edgebot.config import (
+from edgebot.edge.config import (
     AgentConfig,
-    MqttConfig,
     check_config,
     default_gateway_id,
     load_config,
-    parse_mqtt_url,
 )
+from edgebot.edge.sinks.mqtt import MqttConfig
+from edgebot.edge.sinks.mqtt_url import parse_mqtt_url
 from conftest_bundle import write_fake_bundle
 from edgebot.errors import ConfigError
 
@@ -268,6 +268,6 @@ def test_example_file_loads_and_documents_every_setting():
         key = re.match(r"^\s*#?\s*(\w+)\s*=", line)
         if key:
             documented.add(section + key.group(1))
-    from edgebot.config import _all_paths  # the schema's own list of key paths
+    from edgebot.edge.config import all_paths as _all_paths  # the schema's own list of key paths
     settings = {p for p in _all_paths() if p not in {"source", "scoring", "limits", "incidents", "site", "mqtt", "jsonl"}}
     assert settings <= documented, sorted(settings - documented)

@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 
 from conftest import make_tls_files
 from conftest_bundle import edit_manifest, write_fake_bundle
-from edgebot.config import MqttConfig, _all_paths, check_config, load_config, parse_mqtt_url, redact_url
+from edgebot.edge.config import all_paths as _all_paths
+from edgebot.edge.config import check_config, load_config
+from edgebot.edge.sinks.mqtt import MqttConfig
+from edgebot.edge.sinks.mqtt_url import parse_mqtt_url, redact_url
 from edgebot.errors import ConfigError, EdgebotError
 from hypothesis_profiles import examples
 

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SUBPACKAGES = [
     "edgebot", "edgebot.readers", "edgebot.train", "edgebot.edge", "edgebot.edge.sources",
-    "edgebot.edge.sinks", "edgebot.convert",
+    "edgebot.edge.sinks", "edgebot.edge.config", "edgebot.convert",
 ]
 HEAVY = ("tensorflow", "tensorflow-cpu", "keras", "pandas", "scikit-learn", "torch")
 

@@ -19,7 +19,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from edgebot.config import AgentConfig, JsonlConfig, MqttConfig
+from edgebot.edge.config import AgentConfig
+from edgebot.edge.sinks.jsonl import JsonlConfig
+from edgebot.edge.sinks.mqtt import MqttConfig
 from edgebot.edge.sinks.base import (
     MultiSink,
     NullSink,

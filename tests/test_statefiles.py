@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgebot.config import AgentConfig, MqttConfig
+from edgebot.edge.config import AgentConfig
+from edgebot.edge.sinks.mqtt import MqttConfig
 from edgebot.edge.sinks.queue import DiskQueue
 from edgebot.statefiles import atomic_write, atomic_write_private, open_private, prepare_private_file, private_dir
 

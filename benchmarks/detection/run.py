@@ -360,7 +360,7 @@ def matrix_row(run: TrainedRun, train_caps: list[str], max_hosts: int) -> tuple[
 # --------------------------------------------------------------------------------------------
 def run_study(quick: bool, seed: int, out: Path) -> dict:
     """Run every experiment, write results.json, the figures and DETECTION.md; return the results."""
-    from edgebot.config import LimitsConfig
+    from edgebot.edge.config import LimitsConfig
 
     import report_md
 

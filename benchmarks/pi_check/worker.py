@@ -64,7 +64,7 @@ class RecordingBundle:
 
 def replay_pcap(recorder: RecordingBundle, bundle_dir: Path, pcap: Path, out: Path) -> dict:
     """Replay one pcap through the agent in-process; returns its incidents and counts."""
-    from edgebot.config import load_config
+    from edgebot.edge.config import load_config
     from edgebot.edge.agent import Agent
 
     jsonl = out / (pcap.name.split(".pcap")[0] + ".incidents.jsonl")

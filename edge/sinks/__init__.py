@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from edgebot.edge.sinks.base import (
+    SINKS,
     MultiSink,
     NullSink,
     Sink,
     create_sink,
     get_sink_class,
-    register_sink,
     sink_types,
     sinks_from_config,
 )
@@ -17,13 +17,13 @@ from edgebot.edge.sinks.base import (
 build_sinks = sinks_from_config
 
 __all__ = [
+    "SINKS",
     "Sink",
     "NullSink",
     "MultiSink",
     "build_sinks",
     "create_sink",
     "get_sink_class",
-    "register_sink",
     "sink_types",
     "sinks_from_config",
 ]

@@ -1,22 +1,21 @@
-"""The alert-sink contract: the abstract Sink, the type registry, MultiSink fan-out and NullSink."""
+"""The alert-sink contract: the abstract Sink, the registry ``SINKS``, MultiSink fan-out and NullSink."""
 
 from __future__ import annotations
 
 import abc
-import difflib
-import importlib
 import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Type
 
-from edgebot.errors import ConfigError, RuntimeMissingError, SinkError
+from edgebot.edge.plugins import Flag, PluginRegistry
+from edgebot.errors import ConfigError, SinkError
 
 if TYPE_CHECKING:
-    from edgebot.config import AgentConfig
+    from edgebot.edge.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ __all__ = [
     "Sink",
     "NullSink",
     "MultiSink",
-    "register_sink",
+    "SINKS",
     "sink_types",
     "get_sink_class",
     "create_sink",
@@ -88,9 +87,26 @@ class Sink(abc.ABC):
     fatal problem found later (e.g. the broker refuses our credentials) is raised by
     ``check()``, which the agent polls. Publishing to a closed sink raises ``SinkError``.
     Sinks are context managers (``with sink: ...`` starts and closes).
+
+    To add a sink, write one module in ``edge/sinks/``: subclass, declare the class attributes
+    below, implement the abstract methods, :meth:`wanted` and :meth:`from_config`, and decorate
+    the class with ``@SINKS.register``. Its config section ``[<type>]`` (the fields of
+    ``Settings``; checks beyond the bounds in ``Settings.problems(config)``) and its ``flags`` of
+    ``edgebot run`` follow from the declaration. Heavy imports
+    go inside the methods (see :mod:`edgebot.edge.plugins`). ``tests/test_plugin_contracts.py``
+    runs the contract over it.
     """
 
+    #: The registry key; also the name of the config section (``[mqtt]``) and of ``config.mqtt``.
     type: ClassVar[str] = ""
+    #: Position in listings and in the order sinks are built (and messages fan out).
+    order: ClassVar[int] = 100
+    #: The dataclass of the section's settings (None: the sink has no section).
+    Settings: ClassVar[Optional[Type[Any]]] = None
+    #: The flags of ``edgebot run``.
+    flags: ClassVar[tuple[Flag, ...]] = ()
+    #: Used when the config asks for no sink at all (JSON lines to standard output).
+    fallback: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._started = False
@@ -162,6 +178,11 @@ class Sink(abc.ABC):
                             "create a new sink to publish again")
 
     @classmethod
+    def wanted(cls, config: AgentConfig) -> bool:
+        """Whether the config asks for this sink (e.g. ``mqtt.url`` is set)."""
+        return False
+
+    @classmethod
     def from_config(cls, config: AgentConfig) -> Sink:
         """Build this sink from the agent's configuration."""
         raise ConfigError(f"sink type {cls.type!r} cannot be built from the agent config")
@@ -174,6 +195,11 @@ class Sink(abc.ABC):
         self.close()
 
 
+#: Every alert sink, keyed by type; the modules of ``edgebot.edge.sinks`` register into it.
+SINKS: PluginRegistry[type[Sink]] = PluginRegistry("sink", "edgebot.edge.sinks", Sink)
+
+
+@SINKS.register
 class NullSink(Sink):
     """Counts and discards everything; for benchmarks and dry runs."""
 
@@ -286,57 +312,19 @@ class MultiSink(Sink):
 
 
 # -- registry ---------------------------------------------------------------------------
-# type -> "module:Class", imported on first use so that paho is only needed for "mqtt".
-_REGISTRY: dict[str, str | type[Sink]] = {
-    "null": NullSink,
-    "jsonl": "edgebot.edge.sinks.jsonl:JsonlSink",
-    "mqtt": "edgebot.edge.sinks.mqtt:MqttSink",
-}
-
-
-def register_sink(type_name: str, target: str | type[Sink]) -> None:
-    """Add a sink type: ``target`` is a Sink subclass or a lazy ``"module:Class"`` path."""
-    if not type_name or not type_name.isidentifier():
-        raise ValueError(f"sink type must be a short identifier, got {type_name!r}")
-    _REGISTRY[type_name] = target
-
-
 def sink_types() -> list[str]:
     """All registered sink type names, sorted."""
-    return sorted(_REGISTRY)
+    return SINKS.names()
 
 
 def get_sink_class(type_name: str) -> type[Sink]:
-    """Resolve a sink type name to its class, importing it if needed.
-
-    Raises
-    ------
-    ConfigError
-        The type is unknown (the message suggests the closest known type).
-    RuntimeMissingError
-        The sink's optional dependency (e.g. paho-mqtt) is not installed.
-    """
-    target = _REGISTRY.get(type_name)
-    if target is None:
-        close = difflib.get_close_matches(type_name, list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown sink type {type_name!r}{hint}; known: {', '.join(sink_types())}")
-    if isinstance(target, str):
-        module_name, _, class_name = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            raise RuntimeMissingError(
-                f"the {type_name} sink needs {exc.name}, which is not installed; "
-                "pip install 'edgebot[edge]'") from exc
-        target = getattr(module, class_name)
-        _REGISTRY[type_name] = target
-    return target
+    """The class of a sink type (``ConfigError`` naming the closest type when unknown)."""
+    return SINKS.get(type_name)
 
 
 def create_sink(type_name: str, **params: Any) -> Sink:
     """Construct a sink by type name, e.g. ``create_sink("jsonl", path="-")``."""
-    return get_sink_class(type_name)(**params)
+    return SINKS.create(type_name, **params)
 
 
 def sinks_from_config(config: AgentConfig) -> Sink:

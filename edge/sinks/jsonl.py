@@ -7,18 +7,39 @@ import os
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from edgebot.edge.sinks.base import Sink, encode_message
+from edgebot.edge.plugins import Flag, setting
+from edgebot.edge.sinks.base import SINKS, Sink, encode_message
 from edgebot.errors import SinkError
+from edgebot.statefiles import writable_file_problem
 
 if TYPE_CHECKING:
-    from edgebot.config import AgentConfig
+    from edgebot.edge.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["JsonlSink"]
+__all__ = ["JsonlConfig", "JsonlSink"]
 
+
+@dataclass
+class JsonlConfig:
+    """``[jsonl]``: JSON lines output; ``"-"`` is standard output."""
+
+    path: str | None = setting(None, path=True)
+    """Unset: standard output when no other sink is configured (no mqtt.url), else no JSON lines."""
+
+    def problems(self, config: AgentConfig) -> list[str]:
+        """A path that start-up could not open for appending."""
+        if self.path in (None, "-"):
+            return []
+        why = writable_file_problem(Path(self.path), create_dirs=False, devices_ok=True)
+        return [f"jsonl.path: {why}"] if why else []
+
+
+@SINKS.register
 
 class JsonlSink(Sink):
     """Write incidents and stats as JSON lines.
@@ -39,6 +60,15 @@ class JsonlSink(Sink):
     """
 
     type = "jsonl"
+    order = 20
+    Settings = JsonlConfig
+    fallback = True
+    flags = (Flag("--jsonl", "jsonl.path", "Write incidents as JSON lines here ('-' = stdout).", path=True),)
+
+    @classmethod
+    def wanted(cls, config: AgentConfig) -> bool:
+        """``[jsonl] path`` is set (else JSON lines are the fallback when no other sink is wanted)."""
+        return config.jsonl.path is not None
 
     def __init__(self, path: str | os.PathLike[str] = "-", *, fsync: bool = False) -> None:
         super().__init__()

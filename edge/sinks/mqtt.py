@@ -26,45 +26,142 @@ from __future__ import annotations
 import logging
 import os
 import queue as queue_module
-import re
-import ssl
 import sys
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-
-from edgebot import __version__
-from edgebot.config import ENV_MQTT_PASSWORD, ENV_MQTT_USERNAME, parse_mqtt_url
-from edgebot.edge.sinks.base import Sink, encode_message
+from edgebot.edge.plugins import YEAR_S, Flag, redacted, setting
+from edgebot.edge.sinks.base import SINKS, Sink, encode_message
+from edgebot.edge.sinks.homeassistant import HomeAssistantDiscovery, host_slug
+from edgebot.edge.sinks.mqtt_url import (
+    ENV_MQTT_PASSWORD,
+    ENV_MQTT_USERNAME,
+    broker_problems,
+    parse_mqtt_url,
+    redact_url,
+    topic_part_problem,
+)
 from edgebot.edge.sinks.queue import DiskQueue
-from edgebot.errors import ConfigError, SinkError
+from edgebot.errors import ConfigError, RuntimeMissingError, SinkError
+from edgebot.statefiles import writable_file_problem
 
 if TYPE_CHECKING:
-    from edgebot.config import AgentConfig
+    import paho.mqtt.client as paho
+
+    from edgebot.edge.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MqttSink", "host_slug"]
+__all__ = ["MqttConfig", "MqttSink", "host_slug"]
 
 _AUTH_REFUSALS = {
     "Bad user name or password": "bad user name or password (check username/password)",
     "Not authorized": "not authorized (check username/password)",
 }
-_MAX_DISCOVERED_HOSTS = 4096
 
 
-def host_slug(host: str) -> str:
-    """A host address as a topic level and HA object id: ``192.168.1.7`` -> ``192_168_1_7``."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", str(host)).strip("_") or "unknown"
+class _Paho(NamedTuple):
+    client: Any
+    CallbackAPIVersion: Any
+    MQTTErrorCode: Any
 
 
+def _import_paho() -> _Paho:
+    """paho-mqtt, imported when a sink is built (the config and ``--help`` load this module without it)."""
+    try:
+        import paho.mqtt.client as client
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+    except ModuleNotFoundError as exc:
+        raise RuntimeMissingError(f"the mqtt sink needs {exc.name}, which is not installed; "
+                                  "pip install 'edgebot[edge]'") from exc
+    return _Paho(client, CallbackAPIVersion, MQTTErrorCode)
+
+
+@dataclass(repr=False)
+class MqttConfig:
+    """``[mqtt]``: the broker, credentials, TLS, topics and the on-disk queue.
+
+    Credentials come from the URL's ``user:pass@``, else ``username``/``password``, else the
+    environment variables ``EDGEBOT_MQTT_USERNAME``/``EDGEBOT_MQTT_PASSWORD`` (so that a secret can
+    stay out of the file).
+    """
+
+    url: str | None = setting(None, secret=True, redact=redact_url)
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; unset = no MQTT."""
+    username: str | None = setting(None)
+    password: str | None = setting(None, secret=True)
+    ca_file: str | None = setting(None, path=True)
+    certfile: str | None = setting(None, path=True)
+    keyfile: str | None = setting(None, path=True)
+    tls_insecure: bool = setting(False)
+    """Skip the check that the certificate matches the host name (never on by default)."""
+    client_id: str | None = setting(None)
+    """Default ``edgebot-<gateway_id>``."""
+    topic_prefix: str = setting("edgebot")
+    keepalive: int = setting(60, low=0, high=65535)
+    stats_interval_s: float = setting(60.0, low=0, high=YEAR_S, low_open=True)
+    """How often the agent publishes its stats (to every sink)."""
+    homeassistant: bool = setting(False)
+    discovery_prefix: str = setting("homeassistant")
+    queue_path: str | None = setting(None, path=True)
+    """Default ``<state dir>/mqtt-queue-<gateway_id>.sqlite``."""
+    queue_max_messages: int = setting(10_000, low=1, high=10_000_000)
+
+    def __repr__(self) -> str:
+        return f"MqttConfig({', '.join(f'{k}={v!r}' for k, v in redacted(self).items())})"
+
+    def credentials(self, environ: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+        """The username and password to use: URL, else these keys, else the environment."""
+        env = os.environ if environ is None else environ
+        url_user = url_password = None
+        if self.url:
+            try:
+                parsed = parse_mqtt_url(self.url)
+                url_user, url_password = parsed.username, parsed.password
+            except ConfigError:
+                pass
+        if url_user is not None:
+            return url_user, url_password
+        if self.username is not None:
+            return self.username, self.password
+        return env.get(ENV_MQTT_USERNAME) or None, env.get(ENV_MQTT_PASSWORD) or None
+
+    def client_id_for(self, gateway_id: str) -> str:
+        """``client_id`` or ``edgebot-<gateway_id>``."""
+        return self.client_id or f"edgebot-{gateway_id}"
+
+    def queue_file(self, state_dir: Path, gateway_id: str) -> Path:
+        """``queue_path`` or ``<state_dir>/mqtt-queue-<gateway_id>.sqlite``."""
+        if self.queue_path:
+            return Path(self.queue_path)
+        return state_dir / f"mqtt-queue-{gateway_id}.sqlite"
+
+    def problems(self, config: AgentConfig) -> list[str]:
+        """The URL, the TLS files (parsed with ``ssl``), topic parts and a queue file start-up can open."""
+        problems = broker_problems(self.url, self.ca_file, self.certfile, self.keyfile)
+        for name in ("topic_prefix", "discovery_prefix"):
+            problem = topic_part_problem(f"mqtt.{name}", getattr(self, name))
+            if problem:
+                problems.append(problem)
+        if self.client_id is not None and not self.client_id:
+            problems.append("mqtt.client_id: must not be empty (leave it unset for the default)")
+        if self.url is not None:
+            name = "mqtt.queue_path" if self.queue_path else "mqtt.queue_path (default)"
+            why = writable_file_problem(self.queue_file(config.state_path(), config.gateway_id), sqlite=True)
+            if why:
+                problems.append(f"{name}: {why}")
+        return problems
+
+
+_DEFAULT = MqttConfig()  # the constructor's defaults are the section's (one default per setting)
+
+
+@SINKS.register
 class MqttSink(Sink):
     """Publish incidents and stats to an MQTT broker without ever blocking the agent.
 
@@ -111,6 +208,15 @@ class MqttSink(Sink):
     """
 
     type = "mqtt"
+    order = 10
+    Settings = MqttConfig
+    flags = (Flag("--mqtt", "mqtt.url", "Broker URL: mqtt://host:1883 or mqtts://host:8883. Give the password in "
+                  "EDGEBOT_MQTT_PASSWORD (or a 0600 config), not as user:pass@ here: every local user sees it in ps."),)
+
+    @classmethod
+    def wanted(cls, config: AgentConfig) -> bool:
+        """``[mqtt] url`` is set."""
+        return bool(config.mqtt.url)
 
     def __init__(
         self,
@@ -123,19 +229,20 @@ class MqttSink(Sink):
         ca_file: str | None = None,
         certfile: str | None = None,
         keyfile: str | None = None,
-        tls_insecure: bool = False,
+        tls_insecure: bool = _DEFAULT.tls_insecure,
         client_id: str | None = None,
-        topic_prefix: str = "edgebot",
-        keepalive: int = 60,
-        homeassistant: bool = False,
-        discovery_prefix: str = "homeassistant",
-        queue_max_messages: int = 10_000,
+        topic_prefix: str = _DEFAULT.topic_prefix,
+        keepalive: int = _DEFAULT.keepalive,
+        homeassistant: bool = _DEFAULT.homeassistant,
+        discovery_prefix: str = _DEFAULT.discovery_prefix,
+        queue_max_messages: int = _DEFAULT.queue_max_messages,
         queue_max_bytes: int | None = None,
         queue_own_dir: bool = False,
         max_inflight: int = 20,
         reconnect_delay: tuple[float, float] = (1.0, 60.0),
     ) -> None:
         super().__init__()
+        self._paho = _import_paho()
         self.url = parse_mqtt_url(url)
         if (ca_file or certfile) and not self.url.tls:
             raise ConfigError("mqtt.url: TLS files are set but the URL is mqtt://; use mqtts://")
@@ -187,9 +294,7 @@ class MqttSink(Sink):
         self._outage_logged = False
         self._logged_errors: set[str] = set()
         self._connects = 0
-        self._active_hosts: set[str] = set()
-        self._discovered: OrderedDict[str, None] = OrderedDict()
-        self._ha_lock = threading.Lock()
+        self._ha = HomeAssistantDiscovery(gateway_id, base, self.discovery_prefix)
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> MqttSink:
@@ -201,14 +306,14 @@ class MqttSink(Sink):
         return cls(
             mqtt.url,
             gateway_id=config.gateway_id,
-            queue_path=config.mqtt_queue_path(),
+            queue_path=mqtt.queue_file(config.state_path(), config.gateway_id),
             username=username,
             password=password,
             ca_file=mqtt.ca_file,
             certfile=mqtt.certfile,
             keyfile=mqtt.keyfile,
             tls_insecure=mqtt.tls_insecure,
-            client_id=config.mqtt_client_id(),
+            client_id=mqtt.client_id_for(config.gateway_id),
             topic_prefix=mqtt.topic_prefix,
             keepalive=mqtt.keepalive,
             homeassistant=mqtt.homeassistant,
@@ -241,8 +346,10 @@ class MqttSink(Sink):
         super().start()
 
     def _make_client(self) -> paho.Client:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=paho.MQTTv311, clean_session=True)
+        import ssl
+
+        client = self._paho.client.Client(self._paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                          protocol=self._paho.client.MQTTv311, clean_session=True)
         if self.username is not None:
             client.username_pw_set(self.username, self._password)
         if self.url.tls:
@@ -286,7 +393,8 @@ class MqttSink(Sink):
         self._logged_errors.clear()
         client.publish(self.topic_status, "online", qos=1, retain=True)
         if self.homeassistant:
-            self._publish_gateway_discovery(client)
+            for topic, payload in self._ha.gateway_messages():
+                client.publish(topic, payload, qos=1, retain=True)
         self._draining = True  # the pump resumes after paho has re-sent the old window
         self._connected.set()
         self._first_outcome.set()
@@ -294,6 +402,8 @@ class MqttSink(Sink):
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its ``except OSError`` block, so the cause is at hand.
+        import ssl
+
         exc = sys.exc_info()[1]
         if isinstance(exc, ssl.SSLCertVerificationError):
             self.fatal_error = (f"TLS certificate of the MQTT broker {self.url.display()} "
@@ -366,7 +476,8 @@ class MqttSink(Sink):
         for message in self._queue.peek(room, after_id=self._last_handed):
             info = self._client.publish(message.topic, message.payload, qos=message.qos,
                                         retain=message.retain)
-            if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            codes = self._paho.MQTTErrorCode
+            if info.rc not in (codes.MQTT_ERR_SUCCESS, codes.MQTT_ERR_NO_CONN):
                 # Not accepted by paho at all: leave it in the queue for the next round.
                 self._count("errors")
                 self._log_once(f"publish:{info.rc}", logging.WARNING,
@@ -388,7 +499,8 @@ class MqttSink(Sink):
         message = {**incident, "message_id": uuid.uuid4().hex}
         disk_queue.put(encode_message(message), self.topic_incidents, qos=1)
         if self.homeassistant:
-            self._queue_host_state(disk_queue, incident)
+            for topic, payload in self._ha.host_messages(incident):
+                disk_queue.put(payload, topic, qos=1, retain=True)
         self._wakeup.set()
 
     def publish_stats(self, stats: Mapping[str, Any]) -> None:
@@ -398,87 +510,10 @@ class MqttSink(Sink):
             self._count("stats_skipped")
             return
         info = self._client.publish(self.topic_stats, encode_message(stats), qos=0)
-        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+        if info.rc == self._paho.MQTTErrorCode.MQTT_ERR_SUCCESS:
             self._count("stats_published")
         else:
             self._count("stats_skipped")
-
-    # -- Home Assistant discovery -----------------------------------------------------------
-    def _device(self) -> dict[str, Any]:
-        return {
-            "identifiers": [f"edgebot_{self.gateway_id}"],
-            "name": f"edgebot {self.gateway_id}",
-            "manufacturer": "edgebot",
-            "model": "IoT botnet detector",
-            "sw_version": __version__,
-        }
-
-    def _availability(self) -> dict[str, Any]:
-        return {"availability_topic": self.topic_status,
-                "payload_available": "online", "payload_not_available": "offline"}
-
-    def _publish_gateway_discovery(self, client: paho.Client) -> None:
-        object_id = f"edgebot_{host_slug(self.gateway_id)}"
-        config = {
-            "name": "Botnet activity",
-            "unique_id": f"{object_id}_botnet",
-            "object_id": f"{object_id}_botnet",
-            "device_class": "problem",
-            "state_topic": self.topic_state,
-            "payload_on": "ON",
-            "payload_off": "OFF",
-            "json_attributes_topic": self.topic_stats,
-            "device": self._device(),
-            **self._availability(),
-        }
-        topic = f"{self.discovery_prefix}/binary_sensor/{object_id}/botnet/config"
-        client.publish(topic, encode_message(config), qos=1, retain=True)
-        with self._ha_lock:
-            state = "ON" if self._active_hosts else "OFF"
-        client.publish(self.topic_state, state, qos=1, retain=True)
-
-    def _queue_host_state(self, disk_queue: DiskQueue, incident: Mapping[str, Any]) -> None:
-        """Queue discovery (first time a host is flagged), its state and the gateway's state."""
-        host = str(incident.get("host", ""))
-        if not host:
-            return
-        slug = host_slug(host)
-        host_base = f"{self.topic_base}/hosts/{slug}"
-        active = incident.get("type") != "end"
-        with self._ha_lock:
-            was_any = bool(self._active_hosts)
-            (self._active_hosts.add if active else self._active_hosts.discard)(host)
-            is_any = bool(self._active_hosts)
-            new_host = host not in self._discovered
-            if new_host:
-                if len(self._discovered) >= _MAX_DISCOVERED_HOSTS:
-                    self._discovered.popitem(last=False)
-                self._discovered[host] = None
-            else:
-                self._discovered.move_to_end(host)
-        if new_host:
-            object_id = f"edgebot_{host_slug(self.gateway_id)}_{slug}"
-            config = {
-                "name": f"Botnet activity {host}",
-                "unique_id": object_id,
-                "object_id": object_id,
-                "device_class": "problem",
-                "state_topic": f"{host_base}/state",
-                "payload_on": "ON",
-                "payload_off": "OFF",
-                "json_attributes_topic": f"{host_base}/attributes",
-                "device": self._device(),
-                **self._availability(),
-            }
-            topic = f"{self.discovery_prefix}/binary_sensor/edgebot_{host_slug(self.gateway_id)}/{slug}/config"
-            disk_queue.put(encode_message(config), topic, qos=1, retain=True)
-        attributes = {k: incident.get(k) for k in
-                      ("incident_id", "type", "severity", "score", "threshold", "first_seen",
-                       "last_seen", "flows", "malicious_flows", "model") if k in incident}
-        disk_queue.put(encode_message(attributes), f"{host_base}/attributes", qos=1, retain=True)
-        disk_queue.put("ON" if active else "OFF", f"{host_base}/state", qos=1, retain=True)
-        if was_any != is_any:
-            disk_queue.put("ON" if is_any else "OFF", self.topic_state, qos=1, retain=True)
 
     # -- flush, close, check, stats -------------------------------------------------------
     def _undelivered(self) -> int:

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgebot.edge.sources.base import FlowSource, available_sources, create_source, register_source
+from edgebot.edge.sources.base import (
+    SOURCES,
+    FlowSource,
+    available_sources,
+    create_source,
+    source_class,
+)
 from edgebot.errors import SourceError
 
 
+def source_for_key(key: str) -> type[FlowSource]:
+    """The source class selected by the ``[source]`` key ``key`` (``zeek_log`` -> the ``zeek-log`` source)."""
+    for cls in SOURCES.classes():
+        if cls.key() == key:
+            return cls
+    return SOURCES.get(key)  # raises the registry's "unknown source type" error
+
+
 def build_source(cfg: Any, profile: Optional[str] = None) -> FlowSource:
-    """The source named by a validated :class:`edgebot.config.AgentConfig` (exactly one kind).
+    """The source named by a validated :class:`edgebot.edge.config.AgentConfig` (exactly one kind).
 
     ``profile`` is the bundle's feature profile: a ``cicflowmeter`` bundle can only be fed
     CICFlowMeter CSVs (``--csv``); the CSV source refuses a file of the other profile.
@@ -17,22 +31,18 @@ def build_source(cfg: Any, profile: Optional[str] = None) -> FlowSource:
     Raises
     ------
     SourceError
-        A cicflowmeter bundle with a pcap, interface or Zeek log source.
+        A source that does not give flows of the bundle's profile (a cicflowmeter bundle with a
+        pcap, interface or Zeek log source).
     """
-    kind = cfg.source.kind
-    if profile == "cicflowmeter" and kind != "csv":
+    cls = source_for_key(cfg.source.kind)
+    if profile is not None and profile not in cls.profiles:
+        usable = " or ".join(c.flags[0].name for c in SOURCES.classes() if profile in c.profiles and c.flags)
         raise SourceError(
-            f"the bundle was trained on the cicflowmeter profile, but --{kind.replace('_', '-')} gives zeek profile "
-            "flows: use --csv with CICFlowMeter CSVs, or a zeek bundle"
+            f"the bundle was trained on the {profile} profile, but --{cls.type} gives {cls.profiles[0]} profile "
+            f"flows: use {usable} with CICFlowMeter CSVs, or a zeek bundle"
         )
-    meter = {"max_flows": cfg.limits.max_active_flows}
-    if kind == "pcap":
-        return create_source("pcap", path=cfg.source.pcap, meter_options=meter, ticks=True)
-    if kind == "iface":
-        return create_source("iface", iface=cfg.source.iface, meter_options=meter)
-    if kind == "zeek_log":
-        return create_source("zeek-log", path=cfg.source.zeek_log, follow=cfg.source.follow)
-    return create_source("csv", path=cfg.source.csv, profile=profile)
+    return cls.from_config(cfg, profile=profile)
 
 
-__all__ = ["FlowSource", "available_sources", "build_source", "create_source", "register_source"]
+__all__ = ["SOURCES", "FlowSource", "available_sources", "build_source", "create_source", "source_class",
+           "source_for_key"]

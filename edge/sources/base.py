@@ -1,18 +1,20 @@
-"""The flow-source plug-in contract: an abstract ``FlowSource`` and a registry keyed by type."""
+"""The flow-source plug-in contract: the abstract ``FlowSource`` and the registry ``SOURCES``."""
 
 from __future__ import annotations
 
 import abc
-import importlib
 import logging
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Optional, Type, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, Iterator, Optional, Type
 
-from edgebot.errors import ConfigError
+from edgebot.edge.plugins import Flag, PluginRegistry, file_problem
 from edgebot.flow import FlowRecord
+
+if TYPE_CHECKING:
+    from edgebot.edge.config import AgentConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FlowSource", "register_source", "source_class", "create_source", "available_sources"]
+__all__ = ["FlowSource", "SOURCES", "available_sources", "source_class", "create_source"]
 
 
 class FlowSource(abc.ABC):
@@ -26,13 +28,51 @@ class FlowSource(abc.ABC):
     ``close()`` releases files and sockets; ``description`` says what the source reads.
     Sources are context managers.
 
-    To add a source: subclass, set nothing else than the methods below, decorate the class
-    with ``@register_source("my-type")``, and list its module in ``_BUILTIN_MODULES`` so
-    that ``create_source("my-type", ...)`` can import it on demand.
+    To add a source, write one module in ``edge/sources/``: subclass, declare the class
+    attributes below, implement the abstract methods and :meth:`from_config`, and decorate the
+    class with ``@SOURCES.register``. The ``[source]`` key ``<type with '_' for '-'>``, the
+    settings of ``Settings`` (also under ``[source]``) and the ``flags`` of ``edgebot run``
+    follow from the declaration. Heavy imports go inside the methods (see
+    :mod:`edgebot.edge.plugins`). ``tests/test_plugin_contracts.py`` runs the contract over it.
     """
 
-    #: The registry key, set by :func:`register_source`.
-    type_name: ClassVar[str] = ""
+    #: The registry key, e.g. ``"zeek-log"``; its ``[source]`` key is ``zeek_log``.
+    type: ClassVar[str] = ""
+    #: Listing position in ``--help`` and messages.
+    order: ClassVar[int] = 100
+    #: Options of this source that live in ``[source]`` (a dataclass of settings), or None.
+    Settings: ClassVar[Optional[Type[Any]]] = None
+    #: The flags of ``edgebot run``: the one that sets the location (``--pcap``) and options.
+    flags: ClassVar[tuple[Flag, ...]] = ()
+    #: The location is a file path (relative paths in a config file are relative to it).
+    location_is_path: ClassVar[bool] = True
+    #: What the location is, for ``[source]`` documentation.
+    location_doc: ClassVar[str] = ""
+    #: A live source (the site profile is kept across runs with ``site.persist = "auto"``).
+    live: ClassVar[bool] = False
+    #: The bundle feature profiles whose flows this source gives.
+    profiles: ClassVar[tuple[str, ...]] = ("zeek",)
+
+    @classmethod
+    def key(cls) -> str:
+        """The ``[source]`` key that selects this source: the type with ``_`` for ``-``."""
+        return cls.type.replace("-", "_")
+
+    @classmethod
+    def location_problems(cls, value: str) -> list[str]:
+        """Why ``[source] <key> = value`` cannot work (checked by ``--check-config``); default: a file."""
+        problem = file_problem(f"source.{cls.key()}", value) if cls.location_is_path else None
+        return [problem] if problem else []
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: AgentConfig, *, profile: Optional[str] = None) -> FlowSource:
+        """Build the source the validated config selects (``config.source.<key>`` is set)."""
+
+    @property
+    def type_name(self) -> str:
+        """The registry key (also ``type``)."""
+        return self.type
 
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Optional[FlowRecord]]:
@@ -41,7 +81,7 @@ class FlowSource(abc.ABC):
     @property
     def description(self) -> str:
         """One line for logs and summaries, e.g. ``pcap capture.pcap``."""
-        return self.type_name or type(self).__name__
+        return self.type or type(self).__name__
 
     @abc.abstractmethod
     def stats(self) -> Dict[str, Any]:
@@ -60,69 +100,20 @@ class FlowSource(abc.ABC):
         self.close()
 
 
-_REGISTRY: Dict[str, Type[FlowSource]] = {}
-
-#: Modules that define the built-in sources, imported on first use so that e.g. the pcap
-#: reader is never loaded by an agent that follows a Zeek log.
-_BUILTIN_MODULES: Dict[str, str] = {
-    "pcap": "edgebot.edge.sources.pcap",
-    "iface": "edgebot.edge.sources.iface",
-    "zeek-log": "edgebot.edge.sources.zeeklog",
-    "csv": "edgebot.edge.sources.zeeklog",
-}
-
-S = TypeVar("S", bound=Type[FlowSource])
+#: Every flow source, keyed by type; the modules of ``edgebot.edge.sources`` register into it.
+SOURCES: PluginRegistry[type[FlowSource]] = PluginRegistry("source", "edgebot.edge.sources", FlowSource)
 
 
-def register_source(type_name: str) -> Callable[[S], S]:
-    """Class decorator: make a :class:`FlowSource` subclass available as ``type_name``."""
-
-    def decorate(cls: S) -> S:
-        if not (isinstance(cls, type) and issubclass(cls, FlowSource)):
-            raise TypeError(f"{cls!r} is not a FlowSource subclass")
-        existing = _REGISTRY.get(type_name)
-        if existing is not None and existing is not cls and (
-                existing.__module__, existing.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"flow source type {type_name!r} is already registered by {existing.__qualname__}")
-        cls.type_name = type_name
-        _REGISTRY[type_name] = cls
-        return cls
-
-    return decorate
+def available_sources() -> list[str]:
+    """All registered source type names, sorted."""
+    return SOURCES.names()
 
 
-def available_sources() -> List[str]:
-    """Every source type that can be created (registered or built in)."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
-
-
-def source_class(type_name: str) -> Type[FlowSource]:
-    """The class registered for ``type_name``, importing a built-in one on demand.
-
-    Raises
-    ------
-    ConfigError
-        No source of that type exists.
-    """
-    cls = _REGISTRY.get(type_name)
-    if cls is None and type_name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[type_name])
-        cls = _REGISTRY.get(type_name)
-    if cls is None:
-        raise ConfigError(f"unknown source type {type_name!r}; choose one of {', '.join(available_sources())}")
-    return cls
+def source_class(type_name: str) -> type[FlowSource]:
+    """The class of a source type (``ConfigError`` naming the closest type when unknown)."""
+    return SOURCES.get(type_name)
 
 
 def create_source(type_name: str, **options: Any) -> FlowSource:
-    """Build a source from its type name and options, e.g. ``create_source("pcap", path=...)``.
-
-    Raises
-    ------
-    ConfigError
-        Unknown type, or options the source does not take.
-    """
-    cls = source_class(type_name)
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise ConfigError(f"source {type_name!r}: {exc}") from None
+    """Build a source from its type name and options, e.g. ``create_source("pcap", path=...)``."""
+    return SOURCES.create(type_name, **options)

@@ -10,15 +10,18 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, Mapping, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional
 
+from edgebot.edge.plugins import Flag
+from edgebot.edge.sources.base import SOURCES, FlowSource
+from edgebot.edge.sources.pcap import make_meter
 from edgebot.errors import SourceError
 from edgebot.flow import FlowRecord
 
-from ..meter import FlowMeter
-from ..pcapfile import LINKTYPE_ETHERNET, LINKTYPE_RAW
-from .base import FlowSource, register_source
-from .pcap import make_meter
+if TYPE_CHECKING:  # imported where used: the config and `edgebot run --help` load this module
+    from edgebot.edge.config import AgentConfig
+    from edgebot.edge.meter import FlowMeter
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def _capture_permission_message(iface: str) -> str:
     )
 
 
-@register_source("iface")
+@SOURCES.register
 class LiveSource(FlowSource):
     """Flows metered live from a network interface.
 
@@ -81,6 +84,29 @@ class LiveSource(FlowSource):
         interface.
     """
 
+    type = "iface"
+    order = 20
+    location_is_path = False
+    location_doc = "A live network interface (needs CAP_NET_RAW)."
+    live = True
+    flags = (Flag("--iface", "source.iface", "Capture live on this interface (needs CAP_NET_RAW)."),)
+
+    @classmethod
+    def location_problems(cls, value: str) -> list[str]:
+        """An empty name, or one this machine has no interface of (``/sys/class/net``)."""
+        net = Path("/sys/class/net")
+        if not value:
+            return ["source.iface: empty interface name"]
+        if net.is_dir() and not (net / value).exists():
+            known = ", ".join(sorted(p.name for p in net.iterdir()))
+            return [f"source.iface: no network interface named {value!r} (this machine has: {known})"]
+        return []
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, *, profile: Optional[str] = None) -> LiveSource:
+        """Capture on ``[source] iface`` with ``limits.max_active_flows``."""
+        return cls(config.source.iface, meter_options={"max_flows": config.limits.max_active_flows})
+
     def __init__(self, iface: str, meter_options: Optional[Mapping[str, Any]] = None,
                  promiscuous: bool = False, poll_interval: float = 1.0,
                  buffer_bytes: int = 4 * 1024 * 1024) -> None:
@@ -90,12 +116,19 @@ class LiveSource(FlowSource):
             raise SourceError(f"poll_interval must be positive, got {poll_interval}")
         self.iface = iface
         self.poll_interval = float(poll_interval)
-        self._meter: FlowMeter = make_meter(meter_options, f"iface:{iface}")
+        self._sock = self._open(iface, promiscuous, buffer_bytes)  # first: permission errors say what to grant
+        try:
+            from edgebot.edge.pcapfile import LINKTYPE_ETHERNET, LINKTYPE_RAW
+
+            self._linktypes = (LINKTYPE_ETHERNET, LINKTYPE_RAW)
+            self._meter: FlowMeter = make_meter(meter_options, f"iface:{iface}")
+        except BaseException:
+            self._sock.close()
+            raise
         self._stop = threading.Event()
         self._received = 0
         self._skipped = 0
         self._kernel_drops = 0
-        self._sock = self._open(iface, promiscuous, buffer_bytes)
         self._closed = False
 
     @staticmethod
@@ -141,6 +174,7 @@ class LiveSource(FlowSource):
         self._stop.set()
 
     def __iter__(self) -> Iterator[Optional[FlowRecord]]:
+        LINKTYPE_ETHERNET, LINKTYPE_RAW = self._linktypes  # imported at construction
         sock, meter = self._sock, self._meter
         sock.settimeout(self.poll_interval)
         recvmsg = sock.recvmsg
@@ -198,7 +232,7 @@ class LiveSource(FlowSource):
         if not self._closed:
             self._read_kernel_stats()
         return {
-            "type": self.type_name,
+            "type": self.type,
             "iface": self.iface,
             "received": self._received,
             "kernel_drops": self._kernel_drops,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, Mapping, Optional
 
+from edgebot.edge.plugins import Flag
+from edgebot.edge.sources.base import SOURCES, FlowSource
 from edgebot.errors import ConfigError, SourceError
 from edgebot.flow import FlowRecord
 
-from ..meter import FlowMeter
-from ..pcapfile import PcapReader
-from .base import FlowSource, register_source
+if TYPE_CHECKING:  # imported where used: the config and `edgebot run --help` load this module
+    from edgebot.edge.config import AgentConfig
+    from edgebot.edge.meter import FlowMeter
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,8 @@ METER_OPTIONS = frozenset({"max_flows", "timeouts", "verify_checksums", "max_fra
 
 def make_meter(meter_options: Optional[Mapping[str, Any]], source: str) -> FlowMeter:
     """Build a :class:`FlowMeter` from user options, turning mistakes into ``ConfigError``."""
+    from edgebot.edge.meter import FlowMeter
+
     options = dict(meter_options or {})
     unknown = sorted(set(options) - METER_OPTIONS)
     if unknown:
@@ -36,7 +40,7 @@ def make_meter(meter_options: Optional[Mapping[str, Any]], source: str) -> FlowM
 CHUNK_BYTES = 256 * 1024
 
 
-@register_source("pcap")
+@SOURCES.register
 class PcapSource(FlowSource):
     """Flows metered from a classic pcap file (gzip or xz compressed too).
 
@@ -70,8 +74,20 @@ class PcapSource(FlowSource):
     only runs them when packet time passes the earliest one.
     """
 
+    type = "pcap"
+    order = 10
+    location_doc = "A pcap/pcapng file replayed as fast as the CPU allows."
+    flags = (Flag("--pcap", "source.pcap", "Replay a pcap (gz/xz ok) as fast as the CPU allows.", path=True),)
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, *, profile: Optional[str] = None) -> PcapSource:
+        """Replay ``[source] pcap`` with ``limits.max_active_flows``, yielding a tick after each chunk."""
+        return cls(config.source.pcap, meter_options={"max_flows": config.limits.max_active_flows}, ticks=True)
+
     def __init__(self, path: str | os.PathLike, meter_options: Optional[Mapping[str, Any]] = None,
                  ticks: bool = False) -> None:
+        from edgebot.edge.pcapfile import PcapReader
+
         self.path = os.fspath(path)
         self.ticks = ticks  # yield None after each chunk's flows (the agent scores then; lower latency)
         self._meter = make_meter(meter_options, self.path)
@@ -88,7 +104,7 @@ class PcapSource(FlowSource):
         """The meter (for its counters and settings)."""
         return self._meter
 
-    def __iter__(self) -> Iterator[FlowRecord]:
+    def __iter__(self) -> Iterator[Optional[FlowRecord]]:
         if self._done:
             return
         meter, reader = self._meter, self._reader
@@ -121,7 +137,7 @@ class PcapSource(FlowSource):
     def stats(self) -> Dict[str, Any]:
         reader = self._reader.stats
         return {
-            "type": self.type_name,
+            "type": self.type,
             "path": self.path,
             "records_read": reader.packets,
             "truncated_records": reader.truncated_records,

@@ -6,18 +6,22 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
-from edgebot.edge.sources.base import FlowSource, register_source
+from edgebot.edge.plugins import Flag, setting
+from edgebot.edge.sources.base import SOURCES, FlowSource
 from edgebot.errors import ConfigError, DataFormatError, EdgebotError, SourceError
 from edgebot.flow import CicFlowRecord, FlowRecord
-from edgebot.readers.common import MAX_LINE_CHARS
+
+if TYPE_CHECKING:  # imported where used: the config and `edgebot run --help` load this module
+    from edgebot.edge.config import AgentConfig
 
 log = logging.getLogger(__name__)
 
 
-@register_source("csv")
+@SOURCES.register
 class FlowFileSource(FlowSource):
     """Every flow of a flow file (Zeek log, IoT-23 CSV, CICFlowMeter CSV), read once (``--csv``).
 
@@ -25,6 +29,18 @@ class FlowFileSource(FlowSource):
     ``profile`` (the bundle's feature profile, ``"zeek"`` or ``"cicflowmeter"``) makes a file of
     the other profile a one-line :class:`SourceError` at open time.
     """
+
+    type = "csv"
+    order = 40
+    location_doc = "A CSV of flows (CICFlowMeter or Zeek columns)."
+    profiles = ("zeek", "cicflowmeter")
+    flags = (Flag("--csv", "source.csv", "Score flows already metered (Zeek-like or CICFlowMeter CSV).",
+                  path=True),)
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, *, profile: Optional[str] = None) -> FlowFileSource:
+        """Read ``[source] csv`` once, refusing a file of another profile than the bundle's."""
+        return cls(config.source.csv, profile=profile)
 
     def __init__(self, path: str | os.PathLike, *, accept_cic: bool = False, profile: Optional[str] = None):
         from edgebot.features import profile_for_format
@@ -81,14 +97,22 @@ class FlowFileSource(FlowSource):
         self._stop.set()
 
     def stats(self) -> dict:
-        return {"flows": self.reader.rows_read, "rows_skipped": self.reader.rows_skipped,
+        return {"type": self.type, "flows": self.reader.rows_read, "rows_skipped": self.reader.rows_skipped,
                 "skipped_reasons": dict(self.reader.skipped_reasons), "damaged": self.damaged}
 
     def close(self) -> None:
         pass
 
 
-@register_source("zeek-log")
+@dataclass
+class ZeekLogSettings:
+    """The options of the ``zeek_log`` source (keys of ``[source]``)."""
+
+    follow: bool = setting(True)
+    """With zeek_log: keep following the log after its current end (false: read it once)."""
+
+
+@SOURCES.register
 class ZeekLogFollower(FlowSource):
     """Follow a growing Zeek conn.log like ``tail -F``: new rows as Zeek writes them, across rotation.
 
@@ -116,11 +140,36 @@ class ZeekLogFollower(FlowSource):
     poll_s
         Sleep between polls when idle.
     max_line_chars
-        Longest line read, in characters.
+        Longest line read, in characters (None:
+        :data:`edgebot.readers.common.MAX_LINE_CHARS`).
     """
 
-    def __init__(self, path: str | os.PathLike, *, follow: bool = True, poll_s: float = 0.5,
-                 max_line_chars: int = MAX_LINE_CHARS):
+    type = "zeek-log"
+    order = 30
+    location_doc = "A Zeek ``conn.log`` followed as it grows and is rotated."
+    live = True
+    Settings = ZeekLogSettings
+    flags = (Flag("--zeek-log", "source.zeek_log", "Follow a growing Zeek conn.log (TSV or JSON).", path=True),
+             Flag("--follow/--no-follow", "source.follow", "Keep following --zeek-log after its end."))
+
+    @classmethod
+    def location_problems(cls, value: str) -> list[str]:
+        """The log need not exist yet (Zeek creates it), but its directory must."""
+        if not Path(value).parent.is_dir():
+            return [f"source.zeek_log: no such directory: {Path(value).parent}"]
+        return []
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, *, profile: Optional[str] = None) -> ZeekLogFollower:
+        """Follow ``[source] zeek_log`` (or read it once with ``follow = false``)."""
+        return cls(config.source.zeek_log, follow=config.source.follow)
+
+    def __init__(self, path: str | os.PathLike, *, follow: bool = ZeekLogSettings.follow, poll_s: float = 0.5,
+                 max_line_chars: Optional[int] = None):
+        if max_line_chars is None:
+            from edgebot.readers.common import MAX_LINE_CHARS
+
+            max_line_chars = MAX_LINE_CHARS
         if not isinstance(max_line_chars, int) or max_line_chars < 1024:
             raise ConfigError(f"max_line_chars must be an integer >= 1024, got {max_line_chars!r}")
         self.path = Path(path)
@@ -146,7 +195,7 @@ class ZeekLogFollower(FlowSource):
         self._stop.set()
 
     def stats(self) -> dict:
-        return {"flows": self.rows_read, "rows_skipped": self.rows_skipped, "rotations": self.rotations,
+        return {"type": self.type, "flows": self.rows_read, "rows_skipped": self.rows_skipped, "rotations": self.rotations,
                 "lines_too_long": self.lines_too_long, "line_buffer_peak": self.line_buffer_peak,
                 "max_line_chars": self.max_line_chars}
 
