@@ -51,7 +51,7 @@ from .fragments import (
     DEFAULT_MAX_FRAGMENTS_PER_DATAGRAM,
     FragmentReassembler,
 )
-from .pcapfile import (
+from ..pcapfile import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
@@ -296,7 +296,7 @@ class FlowMeter:
         Seconds after its first fragment an incomplete datagram is dropped (default 60,
         ``stats["fragments_timed_out"]``). A datagram that would reassemble past 65,535
         bytes is dropped at once (``stats["fragments_oversized"]``). See
-        :class:`~edgebot.edge.fragments.FragmentReassembler`.
+        :class:`~edgebot.edge.meter.fragments.FragmentReassembler`.
 
     Notes
     -----
@@ -562,7 +562,7 @@ class FlowMeter:
         """Collect an IPv4 fragment; meter the datagram once it is complete (Zeek's FragReassembler).
 
         The reassembled datagram counts as one packet of its full length, like in Zeek.
-        Memory and drops: :class:`~edgebot.edge.fragments.FragmentReassembler`.
+        Memory and drops: :class:`~edgebot.edge.meter.fragments.FragmentReassembler`.
         """
         datagram = self._reassembler.add(buf, l3, ihl, total, ts)
         if datagram is None:
