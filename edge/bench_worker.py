@@ -1,6 +1,6 @@
 """Edge-side workers of ``edgebot bench``: agent start-up and memory, pipeline replay (no TensorFlow in this process).
 
-Started by :mod:`edgebot.edge.bench` through :data:`edgebot.edge.bench.EDGE_BOOT`, which sets
+Started by :mod:`edgebot.edge.bench` through :data:`edgebot.edge.bench.workers.EDGE_BOOT`, which sets
 ``sys.modules[name] = None`` for TensorFlow, Keras, scikit-learn and pandas before edgebot is
 imported, so the figures are those of a gateway with the edge extra only (an import of the
 training stack would fail here, and the result lists what got loaded: nothing).
