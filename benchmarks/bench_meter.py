@@ -44,7 +44,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from edgebot.edge.meter import FlowMeter, compare_with_zeek
+from edgebot.edge.meter import FlowMeter
 from edgebot.edge.pcapfile import PcapReader
 from edgebot.edge.sources.pcap import PcapSource
 
@@ -162,6 +162,9 @@ def main(argv: List[str] | None = None) -> int:
     agreement = None
     if CONN_4_1.exists():
         from edgebot.readers import open_flows
+
+        sys.path.insert(0, str(REPO / "tests"))  # the comparison is a test helper, not part of the edge path
+        from zeek_agreement import compare_with_zeek
 
         result = compare_with_zeek(PcapSource(PCAPS["4-1 honeypot"]), open_flows(CONN_4_1))
         agreement = {k: v for k, v in result.items() if k != "mismatches"}

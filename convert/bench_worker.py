@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def _peak_rss_mb() -> float:
-    from edgebot.edge.agent import peak_rss_mb
+    from edgebot.edge.summary import peak_rss_mb
 
     return peak_rss_mb()
 

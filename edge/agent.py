@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
-import numpy as np
-
 from edgebot.edge.plugins import Sink, Source
-from edgebot.features import featurize
 from edgebot.flow import FlowRecord
 from edgebot.windows import HostWindows
+
+from .scorers import Scorer, make_scorer
+from .summary import AgentSummary, LatencyRing, current_rss_mb, peak_rss_mb, percentiles
 
 if TYPE_CHECKING:
     from edgebot.edge.config import AgentConfig
@@ -30,137 +27,10 @@ HOUSEKEEPING_S = 1.0
 LATENCY_SAMPLES = 65_536
 
 
-class LatencyRing:
-    """The latest ``size`` latencies in milliseconds, in a fixed numpy ring (no per-sample objects)."""
-
-    def __init__(self, size: int):
-        self._buf = np.zeros(size, dtype=np.float64)
-        self._n = 0
-
-    def extend(self, handed_over: list[float], done: float) -> None:
-        """Add ``done - t`` (seconds, as ms) for every hand-over time ``t``."""
-        k = len(handed_over)
-        if not k:
-            return
-        size = len(self._buf)
-        vals = (done - np.asarray(handed_over[-size:], dtype=np.float64)) * 1000.0
-        start = self._n % size
-        end = start + len(vals)
-        if end <= size:
-            self._buf[start:end] = vals
-        else:
-            cut = size - start
-            self._buf[start:] = vals[:cut]
-            self._buf[: end - size] = vals[cut:]
-        self._n += k
-
-    def values(self) -> np.ndarray:
-        return self._buf[: min(self._n, len(self._buf))]
-
-#: Host key of rows without a host column (CICFlowMeter CSVs scored by a cicflowmeter bundle).
-ROWS_HOST = "-"
-
-
-def current_rss_mb() -> float:
-    """Resident set size of this process in MB (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def percentiles(values, qs=(50, 95, 99)) -> dict:
-    """``{"p50": ..., ...}`` of ``values`` in the same unit, or zeros when empty."""
-    if len(values) == 0:
-        return {f"p{q}": 0.0 for q in qs}
-    arr = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
-
-
-@dataclass
-class AgentSummary:
-    """What one run of the agent did; printed at the end and returned to callers."""
-
-    source: str = ""
-    flows: int = 0
-    packets: int = 0
-    seconds: float = 0.0
-    incidents: dict = field(default_factory=dict)
-    flagged_hosts: dict = field(default_factory=dict)  # host -> {"score", "first_seen", "flows", "malicious_flows"}
-    verdict_latency_ms: dict = field(default_factory=dict)
-    evictions: dict = field(default_factory=dict)
-    sink: dict = field(default_factory=dict)
-    evidence: dict = field(default_factory=dict)
-    source_stats: dict = field(default_factory=dict)
-    peak_rss_mb: float = 0.0
-    stopped_by_signal: bool = False
-
-    @property
-    def flows_per_s(self) -> float:
-        return self.flows / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def packets_per_s(self) -> float:
-        return self.packets / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "source": self.source, "flows": self.flows, "packets": self.packets, "seconds": self.seconds,
-            "flows_per_s": self.flows_per_s, "packets_per_s": self.packets_per_s, "incidents": self.incidents,
-            "flagged_hosts": self.flagged_hosts, "verdict_latency_ms": self.verdict_latency_ms,
-            "evictions": self.evictions, "evidence": self.evidence, "sink": self.sink, "source_stats": self.source_stats,
-            "peak_rss_mb": self.peak_rss_mb, "stopped_by_signal": self.stopped_by_signal,
-        }
-
-    def format(self) -> str:
-        lat = self.verdict_latency_ms
-        lines = [
-            f"source            {self.source}",
-            f"flows scored      {self.flows:,} in {self.seconds:.2f} s ({self.flows_per_s:,.0f} flows/s"
-            + (f", {self.packets_per_s:,.0f} packets/s)" if self.packets else ")"),
-            f"incidents         new {self.incidents.get('new', 0)}, update {self.incidents.get('update', 0)}, "
-            f"end {self.incidents.get('end', 0)}",
-        ]
-        for host, h in sorted(self.flagged_hosts.items()):
-            lines.append(f"  flagged {host:<15} score {h['score']:.3f}  first seen {_iso(h['first_seen'])}  "
-                         f"flows {h['flows']} ({h['malicious_flows']} malicious)")
-        if lat:
-            lines.append(f"flow end->verdict p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms")
-        ev = {k: v for k, v in self.evictions.items() if v}
-        if ev:
-            lines.append(f"evictions         {ev}")
-        if self.sink:
-            lines.append(f"sink              {self.sink}")
-        lines.append(f"peak RSS          {self.peak_rss_mb:.0f} MB")
-        return "\n".join(lines)
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
-
-
 class Agent:
     """One agent: built from a config, started, run until its source ends or a signal arrives.
 
-    Start-up reads as a list (see :meth:`start`): bundle, scorer, incidents, sinks, source,
+    Start-up reads as a list (see :meth:`start`): bundle, incidents, scorer, sinks, source,
     signals; then the sinks start (MQTT connects in the background, never blocking).
     """
 
@@ -171,7 +41,7 @@ class Agent:
         self.sink: Sink = sink  # type: ignore[assignment]  # None until init_sinks() builds it
         self.source: Source = source  # type: ignore[assignment]  # None until init_source() builds it
         self.windows: Optional[HostWindows] = None
-        self.incidents = None
+        self.incidents: Any = None  # the judge's incident tracker, set by init_incidents
         self._stop = threading.Event()
         self._pending: list[FlowRecord] = []
         self._pending_t: list[float] = []
@@ -182,8 +52,7 @@ class Agent:
         self.recent: Any = None
         self._last_housekeeping = 0.0
         self._last_site_save = 0.0
-        self._flow_clock = 0.0
-        self._feature_axis = False  # cicflowmeter bundles: rows are scored alone (score_pending_rows)
+        self.scorer: Scorer = None  # type: ignore[assignment]  # one per sequence layout, set by init_scorer
         self._flows = 0
         self._last_stats = 0.0
         self.summary = AgentSummary()
@@ -191,8 +60,8 @@ class Agent:
     # ------------------------------------------------------------------------------- start-up
     def start(self) -> None:
         self.init_bundle()
-        self.init_scorer()
         self.init_incidents()
+        self.init_scorer()
         self.init_sinks()
         self.init_source()
         self.init_signals()
@@ -213,8 +82,9 @@ class Agent:
         return float(override) if override is not None else float(self.bundle.threshold)
 
     def init_scorer(self) -> None:
-        self._feature_axis = getattr(self.bundle, "sequence", "host-windows") == "feature-axis"
+        """The scorer of the bundle's sequence layout (:mod:`edgebot.edge.scorers`), fed by the judge."""
         self.windows = HostWindows(self.bundle.window, self.bundle.n_features, max_hosts=self.cfg.limits.max_hosts)
+        self.scorer = make_scorer(self.bundle, self.windows, self.judge)
 
     def init_incidents(self) -> None:
         """The evidence rule, the site profile (learning) and the operator's allow rules: one :class:`FlowJudge`."""
@@ -326,69 +196,18 @@ class Agent:
         return self.summary
 
     def score_pending(self) -> None:
-        """Score the pending micro-batch (in start-time order) and publish incident messages."""
+        """Score the pending micro-batch with the bundle's scorer and publish the incident messages."""
         if not self._pending:
             return
-        if self._feature_axis:
-            return self.score_pending_rows()
         pending, pending_t = self._pending, self._pending_t
         self._pending, self._pending_t = [], []
-        starts = [f.ts for f in pending]
-        order = sorted(range(len(pending)), key=starts.__getitem__)
-        flows = [pending[i] for i in order]
-        X = self.bundle.scale(featurize(flows))
-        W = self.windows.push_many([f.orig_h for f in flows], X)
-        scores = self.bundle.score(W)
-        ends = [f.ts + (f.duration or 0.0) for f in flows]
-        latest = max(ends)
-        if latest > self._flow_clock:
-            self._flow_clock = latest
-        observe = self.judge.observe
-        messages: list[dict] = []
-        for flow, score, end in zip(flows, scores.tolist(), ends):
-            messages.extend(observe(flow.orig_h, end, score, flow.resp_h, flow.resp_p, flow.proto, flow.conn_state,
-                                    _CommunityId(flow)))
-        incidents = self.incidents
-        messages.extend(incidents.tick(self._flow_clock))
-        self._flows += len(flows)
+        messages = self.scorer.score(pending)
+        self._flows += len(pending)
         self._publish(messages)
         # latency: from the source handing over the flow to its verdict being published (or not needed)
         done = time.perf_counter()
         self._latencies.extend(pending_t, done)
         self.sink.check()  # refused credentials or TLS end the run with a clear error
-
-    def score_pending_rows(self) -> None:
-        """Score pending CICFlowMeter rows with a cicflowmeter bundle (the feature-axis layout).
-
-        The rows have no host, address or time columns: each is scored on its own features, all of
-        them belong to the one pseudo-host :data:`ROWS_HOST` (its incident's peers are the files the
-        flagged rows came from), and the incident clock is the wall clock.
-
-        Raises
-        ------
-        DataError
-            A record of another profile (a Zeek-like flow) reached the agent.
-        """
-        pending, pending_t = self._pending, self._pending_t
-        self._pending, self._pending_t = [], []
-        bundle = self.bundle
-        scores = bundle.score(bundle.sequences(bundle.scale(bundle.featurize(pending))))
-        done = time.perf_counter()
-        self._latencies.extend(pending_t, done)
-        now = time.time()
-        self._flow_clock = max(self._flow_clock, now)
-        incidents = self.incidents
-        threshold = incidents.threshold
-        messages: list[dict] = []
-        for rec, score in zip(pending, scores.tolist()):
-            if score >= threshold:
-                messages.extend(incidents.observe(ROWS_HOST, now, score, os.path.basename(rec.source)))
-            elif ROWS_HOST in incidents.open_hosts:
-                messages.extend(incidents.observe(ROWS_HOST, now, score))
-        messages.extend(incidents.tick(self._flow_clock))
-        self._flows += len(pending)
-        self._publish(messages)
-        self.sink.check()
 
     def housekeeping(self, now: float) -> None:
         """Once a second: apply changed allow rules; save the site profile every ``site.save_interval_s``."""
@@ -542,28 +361,6 @@ class Agent:
             if self.source is not None and hasattr(self.source, "close"):
                 self.source.close()
         s.peak_rss_mb = peak_rss_mb()
-
-
-class _CommunityId:
-    """The Community ID of a flow, computed only if a message names it (it costs ~50 µs)."""
-
-    __slots__ = ("flow",)
-
-    def __init__(self, flow: FlowRecord):
-        self.flow = flow
-
-    def __call__(self) -> Optional[str]:
-        from edgebot.edge.community_id import community_id, flow_community_id
-
-        flow = self.flow
-        try:
-            try:  # IPv4 (the usual case) packed here: parsing with ipaddress costs ten times more
-                src, dst = socket.inet_pton(socket.AF_INET, flow.orig_h), socket.inet_pton(socket.AF_INET, flow.resp_h)
-            except OSError:
-                return flow_community_id(flow)
-            return community_id(src, dst, flow.proto, flow.orig_p, flow.resp_p)
-        except Exception:  # a malformed address must never stop scoring
-            return None
 
 
 def run_agent(cfg: AgentConfig) -> AgentSummary:

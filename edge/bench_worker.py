@@ -1,6 +1,6 @@
 """Edge-side workers of ``edgebot bench``: agent start-up and memory, pipeline replay (no TensorFlow in this process).
 
-Started by :mod:`edgebot.edge.bench` through :data:`edgebot.edge.bench.EDGE_BOOT`, which sets
+Started by :mod:`edgebot.edge.bench` through :data:`edgebot.edge.bench.workers.EDGE_BOOT`, which sets
 ``sys.modules[name] = None`` for TensorFlow, Keras, scikit-learn and pandas before edgebot is
 imported, so the figures are those of a gateway with the edge extra only (an import of the
 training stack would fail here, and the result lists what got loaded: nothing).
@@ -45,7 +45,7 @@ def _blocked() -> list[str]:
 
 
 def _config(bundle: str, pcap: Optional[str]) -> Any:
-    from edgebot.config import load_config
+    from edgebot.edge.config import load_config
 
     overrides = {"bundle": bundle, "gateway_id": "bench"}
     if pcap:
@@ -75,8 +75,9 @@ class _SyntheticSource:
 
 def mode_agent(args: argparse.Namespace) -> dict:
     """Start-up to first score and peak RSS of one agent process."""
-    from edgebot.edge.agent import Agent, current_rss_mb, peak_rss_mb
+    from edgebot.edge.agent import Agent
     from edgebot.edge.sinks import NullSink
+    from edgebot.edge.summary import current_rss_mb, peak_rss_mb
 
     t_imported = time.time()
     marks: dict = {}
@@ -118,9 +119,10 @@ def _pin_one_core() -> Optional[int]:
 def mode_pipeline(args: argparse.Namespace) -> dict:
     """Replays of a pcap through fresh agents on one core; one entry per run."""
     from edgebot.bundle import load_bundle
-    from edgebot.edge.agent import Agent, peak_rss_mb
+    from edgebot.edge.agent import Agent
     from edgebot.edge.sinks import NullSink
     from edgebot.edge.sinks.jsonl import JsonlSink
+    from edgebot.edge.summary import peak_rss_mb
 
     core = _pin_one_core()
     bundle = load_bundle(args.bundle)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgebot.edge.fragments import DEFAULT_MAX_FRAGMENT_BYTES
+from edgebot.edge.meter.fragments import DEFAULT_MAX_FRAGMENT_BYTES
 from edgebot.edge.meter import FlowMeter
 from edgebot.errors import EdgebotError
 from edgebot.flow import FlowRecord

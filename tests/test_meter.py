@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from zeek_agreement import compare_with_zeek
 
-import edgebot.edge.meter as meter_module
+import edgebot.edge.meter.decode as meter_decode
+import edgebot.edge.meter.timers as meter_timers
 from edgebot.edge.community_id import community_id, flow_community_id
-from edgebot.edge.meter import FlowMeter, ZeekTimeouts, compare_with_zeek
+from edgebot.edge.meter import FlowMeter, ZeekTimeouts
 from edgebot.edge.pcapfile import PcapReader
 from edgebot.edge.sources.pcap import PcapSource
 from edgebot.flow import FlowRecord
@@ -106,7 +108,7 @@ def test_fast_path_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("pcap", [PCAP_4_1, TRACES / "zeek_modbus_modbusSmall.pcap"], ids=["4-1", "bad-checksums"])
 def test_batch_checksums_agree_with_per_packet_checksums(pcap: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     batched = _meter_pcap(pcap)
-    monkeypatch.setattr(meter_module, "_BATCH_CHECKSUM_MIN", 10**9)
+    monkeypatch.setattr(meter_decode, "_BATCH_CHECKSUM_MIN", 10**9)
     one_by_one = _meter_pcap(pcap)
     assert batched == one_by_one
 
@@ -388,7 +390,7 @@ def test_incomplete_fragments_expire() -> None:
 
 
 def test_timers_of_ended_flows_do_not_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(meter_module, "_TIMER_SLACK", 50)
+    monkeypatch.setattr(meter_timers, "_TIMER_SLACK", 50)
     meter = FlowMeter()
     done: List[FlowRecord] = []
     for i in range(400):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebot.edge.fragments import DEFAULT_MAX_FRAGMENT_BYTES, PIECE_OVERHEAD
+from edgebot.edge.meter.fragments import DEFAULT_MAX_FRAGMENT_BYTES, PIECE_OVERHEAD
 from edgebot.edge.meter import FlowMeter
 from edgebot.edge.sources.pcap import PcapSource, make_meter
 from edgebot.errors import ConfigError

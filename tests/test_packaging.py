@@ -13,8 +13,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPACKAGES = [
-    "edgebot", "edgebot.readers", "edgebot.train", "edgebot.edge", "edgebot.edge.sources",
-    "edgebot.edge.sinks", "edgebot.edge.config", "edgebot.convert",
+    "edgebot", "edgebot.readers", "edgebot.train", "edgebot.edge", "edgebot.edge.meter", "edgebot.edge.bench",
+    "edgebot.edge.sources", "edgebot.edge.sinks", "edgebot.edge.config", "edgebot.convert",
 ]
 HEAVY = ("tensorflow", "tensorflow-cpu", "keras", "pandas", "scikit-learn", "torch")
 
