@@ -209,7 +209,7 @@ def run_worker(run_dir: Path, out: Path, *, threads: int = 2, calib_limit: int =
             name = f"signal {-proc.returncode}"
         raise BundleError(
             f"the TFLite converter crashed ({name}) while {where}: build LSTMs with unroll=True and a dynamic "
-            "batch (see DESIGN.md); rerun with -vv for its output"
+            "batch (see docs/training.md, \"The hybrid's form\"); rerun with -vv for its output"
         )
     tail = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(STAGE_PREFIX)]
     last = tail[-1].strip()[:200] if tail else "no output"

@@ -322,8 +322,3 @@ class Int8Model:
             )
         return dequantize(self.run_int8(quantize(x, self.input_qp)), self.output_qp)
 
-
-def load_int8_model(path: str | Path, interpreter_cls: type, **kwargs) -> Int8Model:
-    """Read a ``.tflite`` file into an :class:`Int8Model` (see its parameters)."""
-    path = Path(path)
-    return Int8Model(path.read_bytes(), path.name, interpreter_cls, **kwargs)

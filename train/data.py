@@ -18,6 +18,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from edgebot.bundle import sha256_file
 from edgebot.errors import DataError
 from edgebot.features import MinMaxScaler, get_profile, profile_for_format
 from edgebot.flow import BENIGN, MALICIOUS, CicFlowRecord, FlowRecord
@@ -139,14 +140,6 @@ _PROTOCOLS = {
 }
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_flows(
     paths: Sequence[PathLike],
     *,
@@ -208,7 +201,7 @@ def load_flows(
                 dropped[record.label or "unlabeled"] += 1
         files.append({
             "path": path.name,
-            "sha256": _sha256(path),
+            "sha256": sha256_file(path),
             "rows": int(reader.rows_read),
             "labeled": kept,
             "skipped": int(reader.rows_skipped),

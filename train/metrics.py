@@ -41,15 +41,6 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray) -> list[list[int]]:
     return binary_rates(_as_binary(y_true), _as_binary(y_pred))["confusion"]
 
 
-def rates(cm: list[list[int]]) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 and false-positive rate from a confusion matrix.
-
-    Undefined ratios (a zero denominator) are reported as 0.0. The same arithmetic as the
-    gateway's ``edgebot eval`` (one implementation, in the core).
-    """
-    return rates_from_confusion(cm)
-
-
 def roc_curve(y_true: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve over every distinct score (scikit-learn's, every point kept).
 
@@ -185,7 +176,7 @@ def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> d
     if y.shape != s.shape:
         raise DataError(f"y_true has {y.size} rows but score has {s.size}")
     cm = confusion(y, s >= threshold)
-    out: dict = dict(rates(cm))
+    out: dict = dict(rates_from_confusion(cm))
     out["roc_auc"] = roc_auc(y, s)
     out["pr_auc"] = pr_auc(y, s)
     out["threshold"] = float(threshold)

@@ -1,7 +1,7 @@
 """Keras builders of the networks (hybrid, ablations, autoencoder) and their training loop.
 
 Every network takes a dynamic batch dimension, and every LSTM is built with ``unroll=True``:
-that is the form that converts to full-int8 TFLite without Flex ops (see DESIGN.md). Sizes are
+that is the form that converts to full-int8 TFLite without Flex ops (measured; docs/training.md). Sizes are
 kept small so that the int8 bundle (hybrid + autoencoder + fuser) stays well under 300 KB.
 """
 
