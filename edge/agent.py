@@ -50,6 +50,7 @@ class Agent:
         self.judge: Any = None
         self.site: Any = None
         self.recent: Any = None
+        self.commands: Any = None  # operator commands over MQTT (edge/sinks/mqtt_commands.py), set by init_commands
         self._last_housekeeping = 0.0
         self._last_site_save = 0.0
         self.scorer: Scorer = None  # type: ignore[assignment]  # one per sequence layout, set by init_scorer
@@ -63,6 +64,7 @@ class Agent:
         self.init_incidents()
         self.init_scorer()
         self.init_sinks()
+        self.init_commands()
         self.init_source()
         self.init_signals()
         self.init_gc()
@@ -122,6 +124,12 @@ class Agent:
             from edgebot.edge.sinks import build_sinks
 
             self.sink = build_sinks(self.cfg)
+
+    def init_commands(self) -> None:
+        """MQTT sinks take operator commands (``<prefix>/<gw>/cmd``); they are carried out in :meth:`housekeeping`."""
+        from edgebot.edge.sinks.mqtt_commands import attach_commands
+
+        self.commands = attach_commands(self.sink, self.judge, self.cfg.state_path(), self._publish)
 
     def init_source(self) -> None:
         if self.source is None:
@@ -214,6 +222,8 @@ class Agent:
         self._last_housekeeping = now
         if self.judge is None:
             return
+        if self.commands is not None:
+            self.commands.run_pending()
         self._publish(self.judge.apply_allow_changes())
         state_dir = self.cfg.state_path()
         if self.site is not None:

@@ -105,6 +105,9 @@ SINK_CASES: dict[str, SinkCase] = {
     "jsonl": SinkCase(good=lambda d, b: {"jsonl.path": str(d / "out.jsonl")},
                       read_back=lambda ctx: [json.loads(ln) for ln in Path(ctx).read_text().splitlines()],
                       bad=lambda d: {"jsonl.path": str(d / "missing" / "out.jsonl")}),
+    "eve": SinkCase(good=lambda d, b: {"eve.path": str(d / "eve.json")},
+                    read_back=lambda ctx: [json.loads(ln)["edgebot"] for ln in Path(ctx).read_text().splitlines()],
+                    bad=lambda d: {"eve.path": str(d / "missing" / "eve.json")}),
     "mqtt": SinkCase(good=lambda d, b: {"mqtt.url": b.url, "mqtt.queue_path": str(d / "q.sqlite")},
                      read_back=lambda ctx: [m.json() for m in ctx.wait_for(f"edgebot/{GW}/incidents")],
                      bad=lambda d: {"mqtt.url": "http://broker"}, broker=True),
@@ -264,8 +267,8 @@ def sink_setup(request, tmp_path):
     broker = request.getfixturevalue("mosquitto") if case.broker else None
     config = _config(case.good(tmp_path, broker))
     ctx: Any = None
-    if cls.type == "jsonl":
-        ctx = config.jsonl.path
+    if cls.type in ("jsonl", "eve"):
+        ctx = getattr(config, cls.type).path
     elif case.broker:
         ctx = request.getfixturevalue("mqtt_collector")(broker, [f"edgebot/{GW}/#"])
     return cls, config, ctx
