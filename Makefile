@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install.stamp
-DEBS   := mosquitto mosquitto-clients xz-utils openssl
+DEBS   := mosquitto mosquitto-clients xz-utils openssl rsyslog rsyslog-gnutls
 
 .PHONY: install test test-fast fuzz demo bench detection pi-check clean debs
 
 install: $(STAMP)
 
-# Debian packages the tests need (a real MQTT broker); installed only when run as root and missing.
+# Debian packages the tests need (a real MQTT broker, a real rsyslog); installed only when run as root and missing.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

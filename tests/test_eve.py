@@ -6,9 +6,8 @@ carries, the timestamp pattern, the ``alert`` object (closed: ``additionalProper
 ``metadata``. Suricata's schema is closed at the top level too; edgebot's records add exactly one key,
 ``edgebot``, so a record without it must pass the closed schema as it is.
 
-Incidents come from the real tracker (:class:`edgebot.judge.FlowJudge`) over the first flows of the
-bundled Mirai 34-1 Zeek log, scored by their own labels (an oracle: the format is under test here,
-not the model; the agent's end-to-end run is in ``test_eve_from_edgebot_run``).
+Incidents come from the real tracker over the first flows of the bundled Mirai 34-1 Zeek log, scored
+by their own labels (``tests/incident_samples.py``: the format is under test here, not the model).
 """
 
 from __future__ import annotations
@@ -16,17 +15,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from itertools import islice
-
 import pytest
 
-from edgebot.edge.community_id import flow_community_id
 from edgebot.edge.config import load_config
 from edgebot.edge.sinks.base import sinks_from_config
 from edgebot.edge.sinks.eve import SIGNATURES, EveSink, eve_flow_id, eve_record
 from edgebot.errors import SinkError
-from edgebot.judge import FlowJudge
-from fixtures_core import MIRAI_34_1
+from incident_samples import real_incidents
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (edgebot[dev])")
 
@@ -88,19 +83,6 @@ def test_the_schemas_are_valid_json_schemas():
 def _check(record: dict) -> None:
     _EDGEBOT.validate(record)
     _SURICATA.validate({k: v for k, v in record.items() if k != "edgebot"})
-
-
-def real_incidents(n_flows: int = 1500) -> list[dict]:
-    """Incident messages of the real tracker over Mirai 34-1 flows (label-scored), ends included."""
-    from edgebot.readers import open_flows
-
-    judge = FlowJudge.build("eve-gw", {"id": "oracle", "version": "test"}, 0.5, update_interval_s=30.0)
-    messages: list[dict] = []
-    for flow in islice(open_flows(MIRAI_34_1), n_flows):
-        score = 0.99 if flow.label == "malicious" else 0.01
-        messages += judge.observe(flow.orig_h, flow.end_ts, score, flow.resp_h, flow.resp_p, flow.proto,
-                                  flow.conn_state, lambda f=flow: flow_community_id(f))
-    return messages + judge.tracker.close_all("source ended")
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from edgebot.allow import ALLOW_FILE, AllowList  # noqa: E402
 from edgebot.edge.sinks.mqtt import MqttSink  # noqa: E402
 from edgebot.edge.sinks.mqtt_commands import attach_commands  # noqa: E402
 from edgebot.judge import FlowJudge  # noqa: E402
+from conftest_bundle import int8_bundle  # noqa: E402,F401  (fixture)
 from fixtures_core import HONEYPOT_4_1  # noqa: E402
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
