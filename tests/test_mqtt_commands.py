@@ -169,7 +169,8 @@ def _conn_log_rows() -> tuple[list[str], list[str]]:
 @pytest.mark.tf
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # the session's int8 bundle may be built here (TensorFlow, minutes on a busy machine)
-def test_the_running_agent_applies_an_allow_rule_sent_over_mqtt(int8_bundle, mosquitto, mqtt_collector, tmp_path):
+def test_the_running_agent_applies_an_allow_rule_sent_over_mqtt(int8_bundle, mosquitto, mqtt_collector,  # noqa: F811
+                                                                tmp_path):
     from edgebot.edge.agent import Agent
     from edgebot.edge.config import load_config
 

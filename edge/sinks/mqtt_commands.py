@@ -18,7 +18,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgebot.edge.sinks.base import MultiSink, Sink, encode_message
+from edgebot.edge.sinks.base import MultiSink, encode_message
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +105,12 @@ class _Inboxes:
         return sum(inbox.run_pending() for inbox in self.inboxes)
 
 
-def _mqtt_sinks(sink: Sink) -> list[Sink]:
+def _mqtt_sinks(sink: Any) -> list[Any]:
     parts = sink.sinks if isinstance(sink, MultiSink) else [sink]
     return [s for s in parts if s.type == "mqtt" and getattr(s, "commands", False)]
 
 
-def attach_commands(sink: Optional[Sink], judge: Any, state_dir: Path | str,
+def attach_commands(sink: Any, judge: Any, state_dir: Path | str,
                     publish: Callable[[list[dict]], None]) -> Optional[_Inboxes]:
     """Give every MQTT sink (with ``commands`` on) an inbox whose commands act on ``judge``.
 
@@ -127,6 +127,6 @@ def attach_commands(sink: Optional[Sink], judge: Any, state_dir: Path | str,
     inboxes = []
     for target in targets:
         inbox = CommandInbox(target.topic_base, CommandHandler(judge, Path(state_dir), publish))
-        target.enable_commands(inbox)  # type: ignore[attr-defined]
+        target.enable_commands(inbox)
         inboxes.append(inbox)
     return _Inboxes(inboxes)
