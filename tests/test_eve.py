@@ -13,6 +13,7 @@ by their own labels (``tests/incident_samples.py``: the format is under test her
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import pytest
@@ -21,6 +22,8 @@ from edgebot.edge.config import load_config
 from edgebot.edge.sinks.base import sinks_from_config
 from edgebot.edge.sinks.eve import SIGNATURES, EveSink, eve_flow_id, eve_record
 from edgebot.errors import SinkError
+from conftest_bundle import int8_bundle  # noqa: F401  (fixture)
+from fixtures_core import PCAP_MIRAI
 from incident_samples import real_incidents
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed (edgebot[dev])")
@@ -197,3 +200,22 @@ def test_a_bad_eve_path_is_a_one_line_error_exit_2(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert any(line.startswith("Error: eve.path: no such directory") for line in res.stderr.splitlines())
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's int8 bundle may be built here
+def test_edgebot_run_writes_an_eve_record_per_new_and_update(int8_bundle, tmp_path):  # noqa: F811
+    """The agent end to end: ``edgebot run --eve`` beside ``--jsonl`` on the bundled Mirai pcap."""
+    eve, jsonl = tmp_path / "eve.json", tmp_path / "incidents.jsonl"
+    res = subprocess.run([sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(int8_bundle), "--pcap",
+                          str(PCAP_MIRAI), "--eve", str(eve), "--jsonl", str(jsonl), "--gateway-id", "eve-gw"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "XDG_STATE_HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    incidents = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    wanted = [m for m in incidents if m["kind"] == "incident" and m["type"] in ("new", "update")]
+    records = [json.loads(line) for line in eve.read_text().splitlines()]
+    assert wanted and len(records) == len(wanted)
+    for record, message in zip(records, wanted):
+        _check(record)
+        assert record["edgebot"]["incident_id"] == message["incident_id"] and record["src_ip"] == message["host"]

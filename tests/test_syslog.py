@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -17,11 +18,13 @@ import time
 import pytest
 
 from conftest import free_port, make_tls_files
+from conftest_bundle import int8_bundle  # noqa: F401  (fixture)
 from conftest_syslog import rsyslog, rsyslog_factory  # noqa: F401  (fixtures)
 from edgebot.edge.config import load_config
 from edgebot.edge.sinks.base import sinks_from_config
 from edgebot.edge.sinks.syslog import FACILITIES, SD_ID, SyslogSink, format_rfc5424, parse_syslog_url
 from edgebot.errors import ConfigError, SinkError
+from fixtures_core import PCAP_MIRAI
 from incident_samples import real_incidents
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(90)]
@@ -185,3 +188,37 @@ def test_the_message_is_rfc5424_with_escaped_structured_data():
     text = msg.decode()
     assert text.startswith("<10>1 1970-01-01T00:00:00.000000Z gwone edgebot 7 incident [edgebot@32473 ")
     assert 'incident_id="a\\"b\\]c\\\\"' in text and 'peer="1.2.3.4:23/tcp"' in text
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's int8 bundle may be built here
+def test_edgebot_run_sends_every_incident_and_keeps_them_while_the_server_is_away(
+        int8_bundle, rsyslog_factory, tmp_path):  # noqa: F811
+    """``edgebot run --syslog`` on the bundled Mirai pcap: first with no server (exit 0, one warning,
+    everything queued), then with rsyslog up: the queued run and the new one all arrive, in order."""
+    port = free_port()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+
+    def run(jsonl):
+        return subprocess.run([sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(int8_bundle), "--pcap",
+                               str(PCAP_MIRAI), "--syslog", f"tcp://127.0.0.1:{port}", "--jsonl", str(jsonl),
+                               "--gateway-id", GW], capture_output=True, text=True, timeout=600, env=env)
+
+    away = run(tmp_path / "first.jsonl")
+    assert away.returncode == 0, away.stderr[-2000:]
+    warnings = [ln for ln in away.stderr.splitlines() if "syslog server unreachable" in ln]
+    assert len(warnings) == 1 and f"tcp://127.0.0.1:{port}" in warnings[0]
+    first = [json.loads(ln) for ln in (tmp_path / "first.jsonl").read_text().splitlines()]
+    first = [m for m in first if m["kind"] == "incident"]
+    assert first and f"closing with {len(first)} undelivered syslog message(s)" in away.stderr
+    server = rsyslog_factory(tcp_port=port)
+    back = run(tmp_path / "second.jsonl")
+    assert back.returncode == 0, back.stderr[-2000:]
+    second = [m for m in (json.loads(ln) for ln in (tmp_path / "second.jsonl").read_text().splitlines())
+              if m["kind"] == "incident"]
+    lines = server.wait_for(len(first) + len(second), timeout=30)
+    got = [json.loads(line["msg"]) for line in lines]
+    expected = [{k: v for k, v in m.items() if k != "kind"} for m in first + second]
+    assert [(m["incident_id"], m["type"]) for m in got] == [(m["incident_id"], m["type"]) for m in expected]
+    assert all(line["hostname"] == GW and line["version"] == "1" for line in lines)
