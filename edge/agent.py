@@ -218,7 +218,8 @@ class Agent:
         self.sink.check()  # refused credentials or TLS end the run with a clear error
 
     def housekeeping(self, now: float) -> None:
-        """Once a second: apply changed allow rules; save the site profile every ``site.save_interval_s``."""
+        """Once a second: carry out MQTT commands, apply changed allow rules; save the site profile every
+        ``site.save_interval_s``."""
         self._last_housekeeping = now
         if self.judge is None:
             return

@@ -303,6 +303,8 @@ class SyslogSink(Sink):
                     self._stopping.wait(delay)
                     delay = min(self.reconnect_delay[1], delay * 2)
                     continue
+                if self._stopping.is_set():
+                    break
                 self._connected, delay = True, self.reconnect_delay[0]
                 self._connects += 1
                 self._first_outcome.set()
@@ -313,6 +315,8 @@ class SyslogSink(Sink):
             try:
                 sent = self._send_batch()
             except Exception:  # keep the sender alive whatever happens
+                if self._stopping.is_set():
+                    break
                 self._count("errors")
                 logger.exception("syslog sender failed; retrying")
                 sent = 0
@@ -403,7 +407,7 @@ class SyslogSink(Sink):
             self._stopping.set()
             self._wakeup.set()
             if self._thread is not None:
-                self._thread.join(timeout=max(2.0, self.timeout_s + 1.0))
+                self._thread.join(timeout=max(0.5, min(timeout, self.timeout_s + 1.0)))
             self._drop_connection()
             if self._queue is not None:
                 left = len(self._queue)
