@@ -107,7 +107,8 @@ class _Inboxes:
 
 def _mqtt_sinks(sink: Any) -> list[Any]:
     parts = sink.sinks if isinstance(sink, MultiSink) else [sink]
-    return [s for s in parts if s.type == "mqtt" and getattr(s, "commands", False)]
+    return [s for s in parts if getattr(s, "type", None) == "mqtt" and getattr(s, "commands", False)
+            and hasattr(s, "enable_commands")]
 
 
 def attach_commands(sink: Any, judge: Any, state_dir: Path | str,
