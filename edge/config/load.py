@@ -147,8 +147,9 @@ def _structure(data: dict[str, Any], where: str, base_dir: Path | None, errors: 
 def _problem(message: str, data: dict[str, Any]) -> tuple[str, bool]:
     """msgspec's first error as ``mqtt.keepalive: expected an integer, got 'abc'``; drops the key from ``data``.
 
-    Only the location (``- at `$.mqtt.keepalive```) and the kind of error are read from msgspec's
-    message; the key, the value and the expected type are taken from the document and the schema.
+    Only the location (``- at `$.mqtt.keepalive```), the kind of error and the name of an unknown key
+    are read from msgspec's message; the value and the expected type are taken from the document
+    and the schema.
     Returns the message and whether a key was dropped.
     """
     head, sep, at = message.rpartition(" - at `")
@@ -156,15 +157,18 @@ def _problem(message: str, data: dict[str, Any]) -> tuple[str, bool]:
         head, at = message, "$`"
     keys = at[:-1].split(".")[1:]
     if head.startswith("Object contains unknown field"):
-        # the table holding the key; the root if the key's own name looked like a location
-        for where in (keys, []):
-            found = _table_at(where, data)
-            extra = [k for k in found[1] if k not in _settings(found[0])] if found else []
-            if extra:
-                prefix = "".join(k + "." for k in where)
-                del found[1][extra[0]]  # type: ignore[index]
-                return _unknown_key(prefix + extra[0], [prefix + name for name in _settings(found[0])]), True  # type: ignore[index]
-        return f"{message} (in the config file)", False
+        # the table holding the key: the one whose unknown key msgspec's message names exactly
+        # (a key may itself be named like a location), else the first table with an unknown key
+        extra = [(where, key) for where in (keys, []) for key in _unknown_keys(where, data)]
+        named = [(where, key) for where, key in extra if message == f"Object contains unknown field `{key}`"
+                 + (f" - at `${''.join('.' + k for k in where)}`" if where else "")]
+        if not (named or extra):
+            return f"{message} (in the config file)", False
+        where, key = (named or extra)[0]
+        cls, table = _table_at(where, data)  # type: ignore[misc]
+        prefix = "".join(k + "." for k in where)
+        del table[key]
+        return _unknown_key(prefix + key, [prefix + name for name in _settings(cls)]), True
     found = _table_at(keys[:-1], data)
     if found is None or not keys or keys[-1] not in found[1]:
         return f"{message} (in the config file)", False  # not located: cannot happen with the wire types
@@ -177,6 +181,12 @@ def _problem(message: str, data: dict[str, Any]) -> tuple[str, bool]:
     if isinstance(value, dict):
         return f"{path}: expected {_described(tp)}, got a table", True
     return f"{path}: expected {_described(tp)}, got {_shown(value, spec)}", True
+
+
+def _unknown_keys(keys: list[str], data: dict[str, Any]) -> list[str]:
+    """The keys of the document's table at ``keys`` that its section does not have."""
+    found = _table_at(keys, data)
+    return [] if found is None else [k for k in found[1] if k not in _settings(found[0])]
 
 
 def _table_at(keys: list[str], data: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
