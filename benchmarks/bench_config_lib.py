@@ -9,6 +9,8 @@ Every figure is the median over ``--runs`` fresh processes:
 * ``edgebot run --config FILE --check-config``: wall and CPU (user + sys) time, peak RSS (``wait4``);
 * ``edgebot run --config FILE``: a short replay of the bundled benign 4-1 pcap, JSON lines to a
   temporary file: wall and CPU time, peak RSS;
+* each candidate library alone (msgspec, cattrs: whichever is installed): import it and structure
+  the document into ``AgentConfig``, time and RSS added;
 * the agent's start-up to first score and peak RSS as ``edgebot bench`` measures them (its edge-only
   worker, :func:`edgebot.edge.bench.memory.measure_agent_process`).
 
@@ -38,15 +40,58 @@ LIBRARIES = ("msgspec", "cattrs", "attrs")
 
 _PROBE = r"""
 import json, sys, time
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import edgebot.edge.config as config
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), time.process_time()
 config.load_config(sys.argv[1])
-t2 = time.perf_counter()
+t2, c2 = time.perf_counter(), time.process_time()
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS"))
 mods = sorted(m for m in sys.modules if m.split(".")[0] in {LIBS})
-print(json.dumps({"import_ms": (t1 - t0) * 1000, "load_ms": (t2 - t1) * 1000, "rss_mb": rss / 1024, "modules": mods}))
+print(json.dumps({"import_ms": (t1 - t0) * 1000, "load_ms": (t2 - t1) * 1000, "import_cpu_ms": (c1 - c0) * 1000,
+                  "load_cpu_ms": (c2 - c1) * 1000, "rss_mb": rss / 1024, "modules": mods}))
 """.replace("{LIBS}", repr(set(LIBRARIES)))
+
+
+_LIBRARY_PROBE = r"""
+import json, sys, time, tomllib
+import edgebot.edge.config as config
+rss = lambda: next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS")) / 1024
+data = tomllib.load(open(sys.argv[2], "rb"))
+data.pop("bundle"), data["source"].pop("pcap")  # the library alone: no path resolution
+r0, t0, c0 = rss(), time.perf_counter(), time.process_time()
+if sys.argv[1] == "cattrs":
+    import cattrs
+    converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    converter.structure(data, config.AgentConfig)
+else:
+    import msgspec
+    msgspec.convert(data, config.AgentConfig, strict=True)
+print(json.dumps({"ms": (time.perf_counter() - t0) * 1000, "cpu_ms": (time.process_time() - c0) * 1000,
+                  "rss_mb": rss() - r0}))
+"""
+
+
+def library_probe(config_file: Path, runs: int) -> dict[str, Any]:
+    """Each candidate library alone, in a process that has imported the config: import it and structure
+    the document into :data:`AgentConfig` (a cattrs converter with extra keys forbidden and detailed
+    validation, or ``msgspec.convert`` strict); wall time and RSS added. A library not installed is left out."""
+    import importlib.util
+
+    out: dict[str, Any] = {}
+    for lib in ("msgspec", "cattrs"):
+        if importlib.util.find_spec(lib) is None:
+            continue
+        ms, cpu, rss = [], [], []
+        for _ in range(runs):
+            proc = subprocess.run([sys.executable, "-c", _LIBRARY_PROBE, lib, str(config_file)],
+                                  capture_output=True, text=True, check=True)
+            probe = json.loads(proc.stdout)
+            ms.append(probe["ms"])
+            cpu.append(probe["cpu_ms"])
+            rss.append(probe["rss_mb"])
+        out[lib] = {"import_and_structure_ms": _median(ms), "import_and_structure_cpu_ms": _median(cpu),
+                    "rss_added_mb": _median(rss)}
+    return out
 
 
 def _median(values: list[float]) -> float:
@@ -56,7 +101,7 @@ def _median(values: list[float]) -> float:
 def import_figures(config_file: Path, runs: int) -> dict[str, Any]:
     """``-X importtime`` of the config package and the library; import and first-load wall time; RSS."""
     cumulative: dict[str, list[float]] = {}
-    import_ms, load_ms, rss_mb = [], [], []
+    import_ms, load_ms, import_cpu, load_cpu, rss_mb = [], [], [], [], []
     loaded: list[str] = []
     for _ in range(runs):
         proc = subprocess.run([sys.executable, "-X", "importtime", "-c", _PROBE, str(config_file)],
@@ -68,12 +113,16 @@ def import_figures(config_file: Path, runs: int) -> dict[str, Any]:
         probe = json.loads(proc.stdout)
         import_ms.append(probe["import_ms"])
         load_ms.append(probe["load_ms"])
+        import_cpu.append(probe["import_cpu_ms"])
+        load_cpu.append(probe["load_cpu_ms"])
         rss_mb.append(probe["rss_mb"])
         loaded = probe["modules"]
     return {
         "importtime_cumulative_ms": {name: _median(v) for name, v in cumulative.items()},
         "import_config_ms": _median(import_ms),
         "first_load_config_ms": _median(load_ms),
+        "import_config_cpu_ms": _median(import_cpu),
+        "first_load_config_cpu_ms": _median(load_cpu),
         "rss_after_load_mb": _median(rss_mb),
         "library_modules_loaded": len(loaded),
         "library_top_modules": sorted({m.split(".")[0] for m in loaded}),
@@ -127,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "runs": args.runs,
             "import": import_figures(config_file, args.runs),
+            "library_probe": library_probe(config_file, args.runs),
             "check_config": process_figures([*edgebot, "run", "--config", str(config_file), "--check-config"],
                                             args.runs),
             "replay": process_figures([*edgebot, "run", "--config", str(config_file)], args.runs),
