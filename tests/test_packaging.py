@@ -79,6 +79,6 @@ def test_edge_extra_pulls_no_training_stack(wheel):
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     names = {item["metadata"]["name"].lower() for item in report["install"]}
-    assert "paho-mqtt" in names and "xgboost-cpu" in names and "numpy" in names
+    assert "paho-mqtt" in names and "xgboost-cpu" in names and "numpy" in names and "msgspec" in names
     assert not names & set(HEAVY), f"the edge extra pulls {sorted(names & set(HEAVY))}"
     assert not any(n.startswith("nvidia") for n in names)

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 #: Packages whose versions the machine section records.
 PACKAGES: tuple[str, ...] = (
     "edgebot", "numpy", "ai-edge-litert", "tflite-runtime", "xgboost", "xgboost-cpu", "paho-mqtt",
-    "tensorflow", "tensorflow-cpu", "keras", "nfstream",
+    "msgspec", "tensorflow", "tensorflow-cpu", "keras", "nfstream",
 )
 _INSTALL_TRAIN = "pip install 'edgebot[train]'"
 
