@@ -2,7 +2,7 @@
 
 ``make_test_bundle(tmpdir) -> Path`` trains tiny Keras models (CNN-LSTM, autoencoder) and an
 XGBoost fuser on a subsample of ``data/iot23`` for a couple of epochs, writes a run dir that
-follows docs/run-dir.md, and converts it with :func:`edgebot.convert.bundle_writer.convert_run`.
+follows docs/run-dir.md (its spec.json through :func:`edgebot.rundir.write_spec`), and converts it with :func:`edgebot.convert.bundle_writer.convert_run`.
 Training runs in a subprocess (``python tests/bundle_factory.py --run-dir DIR``), so the calling
 test process never imports TensorFlow; the converter runs its own worker subprocess.
 
@@ -72,6 +72,7 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
     from edgebot.features import FEATURE_NAMES, N_FEATURES, MinMaxScaler, featurize, featurizer_info
     from edgebot.fusion import FUSER_INPUT_NAMES, FUSER_RAW_FEATURES, fuser_inputs, raw_feature_index, reconstruction_error
     from edgebot.readers import read_flows
+    from edgebot.rundir import write_spec
     from edgebot.windows import make_windows
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -164,7 +165,7 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
         "data": [{"path": name, "rows": None} for name in IOT23_FILES],
         "label_mode": "binary",
     }
-    (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    write_spec(out, spec)  # validated as the trainer's is (edgebot.rundir)
     calib_idx = np.concatenate([rng.choice(np.flatnonzero(tr["y"] == c), size=min(250, int(np.sum(tr["y"] == c))),
                                            replace=False) for c in (0, 1)])
     np.savez_compressed(
@@ -192,7 +193,7 @@ def _source_key(params: dict) -> str:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     digest.update(FEATURIZER_HASH.encode())
     for rel in ("tests/bundle_factory.py", "convert/worker.py", "convert/bundle_writer.py", "edgebot/bundle.py",
-                "edgebot/runtime.py", "edgebot/fusion.py"):
+                "edgebot/runtime.py", "edgebot/fusion.py", "edgebot/rundir.py", "edgebot/manifest.py"):
         path = ROOT / rel
         if path.is_file():
             digest.update(path.read_bytes())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -259,7 +258,9 @@ def leave_device_out(
     from edgebot import datasets
     from edgebot.bundle import load_bundle
     from edgebot.convert.bundle_writer import convert_run
-    from edgebot.train.fit import _publish, train_run, write_json
+    from edgebot.jsonsafe import write_json
+    from edgebot.statefiles import staged_dir
+    from edgebot.train.fit import train_run
 
     started = time.monotonic()
     paths = [Path(p) for p in paths]
@@ -271,15 +272,10 @@ def leave_device_out(
                         "none of the given files is a registered device")
     folds = device_folds([dev.group for dev in devices.values()], k, seed)
     fold_of_group = {group: i for i, fold in enumerate(folds) for group in fold}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     configuration = "custom" if config is not None else ("quick" if quick else "full")
     result: dict[str, Any] = {"split": f"{SPLIT_NAME}:{k}", "k": k, "seed": seed, "configuration": configuration,
                               "protocol": _PROTOCOL, "incident_rule": _incident_rule(), "folds": [], "devices": {}}
-    try:
+    with staged_dir(out) as tmp:
         for i, fold in enumerate(folds):
             held = [name for name, dev in devices.items() if fold_of_group[dev.group] == i]
             held_files = {f for name in held for f in given[name]}
@@ -316,10 +312,6 @@ def leave_device_out(
         result["seconds"] = round(time.monotonic() - started, 1)
         write_json(tmp / "leave_device_out.json", result)
         write_reports(tmp, result)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**result, "summary": format_leave_device_out(result, out)}
 
 

@@ -3,7 +3,6 @@ compare with: the run dir of the bundle's Keras models, and whether TensorFlow i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgebot.errors import BundleError, EdgebotError
+from edgebot.rundir import BENCH_INPUTS, missing_files, read_spec
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +27,15 @@ _INSTALL_TRAIN = "pip install 'edgebot[train]'"
 
 def _spec_matches(run: Path, manifest: dict) -> tuple[bool, str]:
     try:
-        spec = json.loads((run / "spec.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return False, f"{run / 'spec.json'} unreadable ({exc.__class__.__name__})"
+        spec = read_spec(run)
+    except BundleError as exc:
+        return False, str(exc)
     th = manifest.get("thresholds", {})
     checks = (
-        (spec.get("window"), manifest.get("window"), "window"),
-        (spec.get("featurizer", {}).get("hash"), manifest.get("featurizer", {}).get("hash"), "featurizer hash"),
-        (spec.get("ae_threshold"), th.get("autoencoder"), "autoencoder threshold"),
-        (spec.get("fused_threshold"), th.get("fused"), "fused threshold"),
+        (spec.window, manifest.get("window"), "window"),
+        (spec.featurizer_hash, manifest.get("featurizer", {}).get("hash"), "featurizer hash"),
+        (spec.ae_threshold, th.get("autoencoder"), "autoencoder threshold"),
+        (spec.fused_threshold, th.get("fused"), "fused threshold"),
     )
     for got, want, what in checks:
         if got != want:
@@ -44,7 +44,7 @@ def _spec_matches(run: Path, manifest: dict) -> tuple[bool, str]:
 
 
 def _has_models(run: Path) -> bool:
-    return all((run / name).is_file() for name in ("cnn_lstm.keras", "autoencoder.keras", "spec.json"))
+    return not missing_files(run, BENCH_INPUTS)
 
 
 def find_run_dir(bundle_dir: str | os.PathLike, manifest: dict,
