@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from edgebot.errors import SourceError
+from edgebot.readers.common import sniff_compression
 
 logger = logging.getLogger(__name__)
 
@@ -76,11 +77,12 @@ def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO, Optional[str]]:
         raise SourceError(f"{path}: cannot open ({exc.strerror or exc})") from None
     head = raw.read(10)
     raw.seek(0)
-    if head[:2] == b"\x1f\x8b":
+    compression = sniff_compression(head)
+    if compression == "gzip":
         return gzip.GzipFile(fileobj=raw, mode="rb"), raw, "gzip"  # type: ignore[return-value]
-    if head[:6] == b"\xfd7zXZ\x00":
+    if compression == "xz":
         return lzma.LZMAFile(raw, mode="rb"), raw, "xz"  # type: ignore[return-value]
-    if head[:3] == b"BZh" and head[3:4].isdigit():
+    if compression == "bzip2":
         return bz2.BZ2File(raw, mode="rb"), raw, "bzip2"  # type: ignore[return-value]
     return raw, raw, None
 

@@ -47,6 +47,8 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from edgebot.jsonsafe import plain_or_str  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DATA = REPO / "data"
@@ -407,7 +409,7 @@ def run_study(quick: bool, seed: int, out: Path) -> dict:
     res["seconds"] = round(time.perf_counter() - started, 1)
     det = out / "detection"
     det.mkdir(parents=True, exist_ok=True)
-    (det / "results.json").write_text(json.dumps(res, indent=2, default=_jsonable) + "\n")
+    (det / "results.json").write_text(json.dumps(res, indent=2, default=plain_or_str) + "\n")
     report_md.figures(res, det / "figures")
     (out / "DETECTION.md").write_text(report_md.render(res))
     log.info("wrote %s, %s and figures in %.1f min", rel(out / "DETECTION.md"), rel(det / "results.json"),
@@ -422,17 +424,9 @@ def render_only(out: Path) -> None:
     det = out / "detection"
     res = json.loads((det / "results.json").read_text())
     res["targets"] = report_md.targets(res)
-    (det / "results.json").write_text(json.dumps(res, indent=2, default=_jsonable) + "\n")
+    (det / "results.json").write_text(json.dumps(res, indent=2, default=plain_or_str) + "\n")
     report_md.figures(res, det / "figures")
     (out / "DETECTION.md").write_text(report_md.render(res))
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
