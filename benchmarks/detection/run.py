@@ -47,26 +47,27 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from edgebot import datasets  # noqa: E402
 from edgebot.jsonsafe import plain_or_str  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-DATA = REPO / "data"
+DATA = datasets.data_root()
 sys.path.insert(0, str(HERE))
 
 log = logging.getLogger("edgebot.detection")
 
 #: Bundled Zeek captures: display name -> path under data/.
 CAPTURES: dict[str, str] = {
-    "Mirai 34-1": "iot23/CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz",
-    "Mirai 44-1": "iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz",
-    "Hakai 8-1": "iot23/CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz",
-    "benign 4-1": "iot23/CTU-Honeypot-Capture-4-1.conn.log.labeled.xz",
-    "benign 5-1": "iot23/CTU-Honeypot-Capture-5-1.conn.log.labeled.xz",
-    "Strato 008": "stratosphere/008-zeek-mixed.conn.log.labeled.xz",
-    "Strato 010": "stratosphere/010-zeek-mixed.conn.log.labeled.xz",
-    "Strato 011": "stratosphere/011-zeek-mixed.conn.log.labeled.xz",
-    "Remcos 18": "stratosphere/slips-test18-ctu-sme-11-win.conn.log.labeled.xz",
+    "Mirai 34-1": datasets.IOT23["34-1"],
+    "Mirai 44-1": datasets.IOT23["44-1"],
+    "Hakai 8-1": datasets.IOT23["8-1"],
+    "benign 4-1": datasets.IOT23["4-1"],
+    "benign 5-1": datasets.IOT23["5-1"],
+    "Strato 008": datasets.STRATOSPHERE_LOGS["008"],
+    "Strato 010": datasets.STRATOSPHERE_LOGS["010"],
+    "Strato 011": datasets.STRATOSPHERE_LOGS["011"],
+    "Remcos 18": datasets.STRATOSPHERE_LOGS["slips-18"],
 }
 #: Malicious families (attack-only columns): family label -> captures that hold it.
 FAMILIES: dict[str, list[str]] = {
@@ -75,10 +76,7 @@ FAMILIES: dict[str, list[str]] = {
     "External-Attack-to-Device": ["Strato 008", "Strato 010", "Strato 011"],
     "RemcosRAT": ["Remcos 18"],
 }
-CIC_FILES = [
-    "cicids2017/WesternOC2_CICIDS2017_sample_subset6311.csv.xz",
-    "cicids2017/MachineLearningCVE_Friday-WorkingHours-Afternoon-DDos_first9998rows.csv.xz",
-]
+CIC_FILES = [datasets.CICIDS2017_CSVS["western"], datasets.CICIDS2017_CSVS["ddos"]]
 IOT23 = ["Mirai 34-1", "Hakai 8-1", "benign 4-1", "benign 5-1"]
 #: Generalization-matrix rows: name -> training captures (temporal split inside them).
 ROWS: dict[str, list[str]] = {
