@@ -240,7 +240,7 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
     hosts = [f.orig_h for f in flows]
     W = HostWindows(bundle.window, bundle.n_features, max_hosts=max_hosts).push_many(hosts, X)
     q = np.asarray(bundle.score(W), dtype=np.float64)
-    f = floater.score(W, raw_feature_index(bundle.profile.feature_names, bundle.manifest["fuser"]["raw_features"]))
+    f = floater.score(W, raw_feature_index(bundle.profile.feature_names, bundle.spec.fuser_raw_features))
     return ScoredCapture(
         ts=np.array([r.ts for r in flows], dtype=np.float64),
         end=np.array([r.ts + (r.duration or 0.0) for r in flows], dtype=np.float64),

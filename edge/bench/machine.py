@@ -126,18 +126,18 @@ def delegate_info(bundle_dir: str | os.PathLike) -> dict:
     Call it before the process creates any other interpreter: LiteRT prints its
     ``Created TensorFlow Lite XNNPACK delegate`` banner once per process.
     """
-    from edgebot.bundle import read_manifest
+    from edgebot.bundle import load_manifest
     from edgebot.runtime import find_interpreter
 
     try:
-        manifest = read_manifest(bundle_dir)
+        manifest = load_manifest(bundle_dir)
         cls, _ = find_interpreter()
     except EdgebotError as exc:
         return {"delegate": f"unknown ({exc})"}
     info: dict = {"threads": 1, "models": {}}
     banner = ""
-    for key, name in (("hybrid", "hybrid.tflite"), ("autoencoder", "autoencoder.tflite")):
-        path = Path(bundle_dir) / manifest["models"][key]["file"]
+    for name, entry in (("hybrid.tflite", manifest.hybrid), ("autoencoder.tflite", manifest.autoencoder)):
+        path = Path(bundle_dir) / entry.file
         with tempfile.TemporaryFile() as err:
             saved = os.dup(2)
             os.dup2(err.fileno(), 2)
