@@ -62,6 +62,9 @@ class _SyntheticSource:
     def stats(self) -> dict:
         return {"packets": 0}
 
+    def close(self) -> None:
+        """Nothing to release (the flows are in memory)."""
+
 
 def mode_agent(args: argparse.Namespace) -> dict:
     """Start-up to first score and peak RSS of one agent process."""

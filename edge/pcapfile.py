@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import logging
 import lzma
 import os
@@ -59,7 +60,7 @@ class PcapStats:
     truncated_stream: int = 0  # the compressed stream ended before its end marker (0 or 1)
 
 
-def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO, Optional[str]]:
+def _open_decompressed(path: str) -> Tuple[io.BufferedIOBase, BinaryIO, Optional[str]]:
     """Open ``path`` for binary reading, decompressing gzip, xz or bzip2 by their magic bytes.
 
     Returns the stream to read, the raw file underneath (both must be closed) and the
@@ -79,11 +80,11 @@ def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO, Optional[str]]:
     raw.seek(0)
     compression = sniff_compression(head)
     if compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, "gzip"  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, "gzip"
     if compression == "xz":
-        return lzma.LZMAFile(raw, mode="rb"), raw, "xz"  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, mode="rb"), raw, "xz"
     if compression == "bzip2":
-        return bz2.BZ2File(raw, mode="rb"), raw, "bzip2"  # type: ignore[return-value]
+        return bz2.BZ2File(raw, mode="rb"), raw, "bzip2"
     return raw, raw, None
 
 

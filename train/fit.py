@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -342,7 +342,8 @@ def _fit_networks(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArray
     """CNN-only, LSTM-only and the CNN-LSTM hybrid over windows, early-stopped on validation loss."""
     from edgebot.train import models as nets
 
-    builders = {"cnn": nets.build_cnn, "lstm": nets.build_lstm, "cnn_lstm": nets.build_cnn_lstm}
+    builders: dict[str, Callable[..., Any]] = {"cnn": nets.build_cnn, "lstm": nets.build_lstm,
+                                               "cnn_lstm": nets.build_cnn_lstm}
     steps, channels = tr.windows.shape[1:]  # (T, F) host windows, or (F, 1) along the feature axis
     for name, build in builders.items():
         extra = {"pool": nets.FEATURE_AXIS_POOL} if feature_axis and name == "cnn_lstm" else {}

@@ -130,7 +130,7 @@ def delegate_info(bundle_dir: str | os.PathLike) -> dict:
     from edgebot.runtime import find_interpreter
 
     try:
-        manifest = load_manifest(bundle_dir)
+        manifest = load_manifest(Path(bundle_dir))
         cls, _ = find_interpreter()
     except EdgebotError as exc:
         return {"delegate": f"unknown ({exc})"}
