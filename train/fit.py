@@ -3,6 +3,8 @@
 :func:`train_run` is what ``edgebot train`` calls. The order of a run reads as a list:
 load -> split -> scale and window -> baselines -> networks -> autoencoder -> fuser ->
 thresholds -> metrics -> run dir (written to a temporary sibling, renamed when complete).
+The baselines live in :mod:`edgebot.train.baselines`, the metrics in :mod:`edgebot.train.metrics`,
+the run dir's schema in :mod:`edgebot.rundir`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from edgebot.train.data import (
     subsample_per_capture,
 )
 from edgebot.train.baselines import _fit_baselines, _fit_with_bar, _proba, _rf_classifier, _xgb_classifier
-from edgebot.train.metrics import binary_metrics, threshold_for_fpr
+from edgebot.train.metrics import binary_metrics, per_group, threshold_for_fpr
 
 log = logging.getLogger(__name__)
 
@@ -443,8 +445,8 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
         f"{cfg.ae_quantile:g} quantile of benign validation reconstruction errors"
     )
     metrics["validation"] = {name: {k: m[k] for k in ("recall", "fpr", "f1")} for name, m in val_metrics.items()}
-    metrics["per_family"] = _per_group(te.y, te.families, state.test_scores, thresholds, positives_only=True)
-    metrics["per_capture"] = _per_group(te.y, te.captures, state.test_scores, thresholds, positives_only=False)
+    metrics["per_family"] = per_group(te.y, te.families, state.test_scores, thresholds, positives_only=True)
+    metrics["per_capture"] = per_group(te.y, te.captures, state.test_scores, thresholds, positives_only=False)
     metrics["data"] = {
         "files": table.files,
         "flows_labeled": n_loaded,
@@ -519,23 +521,3 @@ def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, pro
     }
     write_report(run, metrics, labels=te.y, scores=state.test_scores, history=state.histories,
                  importance=importance, timings=state.timings)
-
-
-def _per_group(y: np.ndarray, groups: np.ndarray, scores: dict[str, np.ndarray], thresholds: dict[str, float],
-               *, positives_only: bool) -> dict:
-    """Recall (and FPR for groups with benign rows) of every model within each group of the test set."""
-    out: dict[str, dict] = {}
-    for group in sorted(set(groups.tolist())):
-        if positives_only and not group:
-            continue
-        mask = groups == group
-        mal, ben = mask & (y == 1), mask & (y == 0)
-        entry: dict[str, Any] = {"flows": int(mask.sum()), "benign": int(ben.sum()), "malicious": int(mal.sum())}
-        for name, s in scores.items():
-            flagged = s >= thresholds[name]
-            entry[name] = {
-                "recall": float(flagged[mal].mean()) if mal.any() else None,
-                "fpr": float(flagged[ben].mean()) if ben.any() else None,
-            }
-        out[group] = entry
-    return out
