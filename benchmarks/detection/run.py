@@ -189,13 +189,15 @@ class FloatScorer:
         import keras
         import xgboost
 
-        self.spec = json.loads((run_dir / "spec.json").read_text())
+        from edgebot.rundir import read_spec
+
+        self.spec = read_spec(run_dir)
         self.hybrid = keras.models.load_model(run_dir / "cnn_lstm.keras", compile=False)
         self.ae = keras.models.load_model(run_dir / "autoencoder.keras", compile=False)
         self.fuser = xgboost.Booster(model_file=str(run_dir / "fuser.json"))
         self.fuser.set_param({"nthread": 2})
-        self.threshold = float(self.spec["fused_threshold"])
-        self.ae_threshold = float(self.spec["ae_threshold"])
+        self.threshold = self.spec.fused_threshold
+        self.ae_threshold = self.spec.ae_threshold
 
     def score(self, W: np.ndarray, raw_index: list[int]) -> np.ndarray:
         """Fused float scores of scaled host windows ``(n, T, F)``."""
