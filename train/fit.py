@@ -23,7 +23,7 @@ from edgebot.errors import DataError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
 from edgebot.fusion import FUSER_RAW_FEATURES, fuser_input_names, fuser_inputs, raw_feature_index, reconstruction_error
 from edgebot.jsonsafe import write_json
-from edgebot.rundir import RUN_FILES, write_spec  # noqa: F401 - RUN_FILES re-exported (the run dir's files)
+from edgebot.rundir import METRICS_FILE, RUN_FILES, SPEC_FILE, write_spec  # noqa: F401 - RUN_FILES re-exported
 from edgebot.statefiles import staged_dir
 from edgebot.train.data import (
     FlowTable,
@@ -142,7 +142,7 @@ def _check_out(out: Path, force: bool) -> None:
     if not force:
         raise DataError(f"--out {out} already exists; pass --force to replace it or choose another path")
     contents = list(out.iterdir())
-    if contents and not (out / "spec.json").exists() and not (out / "metrics.json").exists():
+    if contents and not (out / SPEC_FILE).exists() and not (out / METRICS_FILE).exists():
         raise DataError(f"--out {out} exists and is not an edgebot run dir; --force only replaces run dirs")
 
 
