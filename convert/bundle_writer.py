@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Run-dir files the converter reads, and the arrays of data.npz it reads (see docs/run-dir.md).
+#: Run-dir files the converter reads (edgebot.rundir.CONVERT_INPUTS; see docs/run-dir.md).
 RUN_INPUTS: tuple[str, ...] = CONVERT_INPUTS
 #: The three files that count toward the bundle's size budget.
 MODEL_FILES: tuple[str, ...] = (HYBRID_FILE, AUTOENCODER_FILE, FUSER_FILE)

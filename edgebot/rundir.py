@@ -72,8 +72,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+class _SpecError(BundleError):
+    """A field of spec.json breaks the schema (re-raised by :meth:`RunSpec.validate` naming the file)."""
+
+
 def _fail(path: str, what: str, value: Any) -> NoReturn:
-    raise BundleError(f"{SPEC_FILE} field {path} must be {what}, got {_show(value)}: {RETRAIN}")
+    raise _SpecError(f"field {path} must be {what}, got {_show(value)}: {RETRAIN}")
 
 
 def _obj(value: Any, path: str) -> dict[str, Any]:
@@ -178,8 +182,10 @@ class RunSpec:
         return (self.n_features, 1) if self.sequence == "feature-axis" else (self.window, self.n_features)
 
     @classmethod
-    def validate(cls, data: Any) -> RunSpec:
+    def validate(cls, data: Any, where: str = SPEC_FILE) -> RunSpec:
         """Check every field of a spec.json by type and range, and their consistency.
+
+        ``where`` names the file in the messages (:func:`read_spec` gives its path).
 
         Raises
         ------
@@ -188,13 +194,20 @@ class RunSpec:
             for the first field that is missing, of the wrong type, or out of range; a schema
             newer than this edgebot reads.
         """
+        try:
+            return cls._validate(data, where)
+        except _SpecError as exc:
+            raise BundleError(f"{where} {exc}") from None
+
+    @classmethod
+    def _validate(cls, data: Any, where: str) -> RunSpec:
         d = _obj(data, "(top level)")
         lacking = [k for k in REQUIRED_KEYS if k not in d]
         if lacking:
-            raise BundleError(f"{SPEC_FILE} lacks {', '.join(lacking)}: {RETRAIN}")
+            raise BundleError(f"{where} lacks {', '.join(lacking)}: {RETRAIN}")
         schema = d.get("schema_version", 1)
         if isinstance(schema, int) and not isinstance(schema, bool) and schema > RUN_SCHEMA_VERSION:
-            raise BundleError(f"{SPEC_FILE} has schema {schema}, newer than this edgebot reads "
+            raise BundleError(f"{where} has schema {schema}, newer than this edgebot reads "
                               f"({RUN_SCHEMA_VERSION}): upgrade edgebot")
         schema = _int(schema, "schema_version", 1, RUN_SCHEMA_VERSION)
 
@@ -314,7 +327,7 @@ def read_spec(run_dir: str | Path) -> RunSpec:
         raise BundleError(f"{path} cannot be read ({exc.__class__.__name__}): {RETRAIN}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc.__class__.__name__}): retrain the run") from None
-    return RunSpec.validate(data)
+    return RunSpec.validate(data, str(path))
 
 
 def missing_files(run_dir: str | Path, names: tuple[str, ...]) -> list[str]:
