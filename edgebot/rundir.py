@@ -4,8 +4,8 @@ The trainer (``edgebot.train.fit``) and the test factory (``tests/bundle_factory
 ``spec.json`` through :func:`write_spec`, which validates what is about to be written; the
 converter (``edgebot.convert.bundle_writer``) and the bench (``edgebot.edge.bench``) read it
 through :class:`RunDir` / :func:`read_spec`, with the same checks and the same one-line
-:class:`~edgebot.errors.BundleError` naming the field (``spec.json field window must be an
-integer in [1, 4096], got 0: retrain the run with this edgebot``). docs/run-dir.md lists every
+:class:`~edgebot.errors.BundleError` naming the file and the field (``RUN/spec.json field window
+must be an integer in [1, 4096], got 0: retrain the run with this edgebot``). docs/run-dir.md lists every
 file and key.
 
 This module imports neither numpy nor TensorFlow at import time: the bench and the converter's
