@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads((args.out / "results.json").read_text())
         data["analysis"] = ANALYSIS
         data = _relative_paths(data)
-    (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         (args.out / "RESULTS.md").write_text(write_results(data, data["command"]))
         return 0
     command = "python benchmarks/run_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
