@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from edgebot.edge.plugins import Sink, Source
 from edgebot.flow import FlowRecord
+from edgebot.timing import percentiles
 from edgebot.windows import HostWindows
 
 from .scorers import Scorer, make_scorer
-from .summary import AgentSummary, LatencyRing, current_rss_mb, peak_rss_mb, percentiles
+from .summary import AgentSummary, LatencyRing, current_rss_mb, peak_rss_mb
 
 if TYPE_CHECKING:
     from edgebot.edge.config import AgentConfig

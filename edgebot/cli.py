@@ -17,6 +17,7 @@ import click
 
 from edgebot import __version__
 from edgebot.errors import ConfigError, EdgebotError
+from edgebot.jsonsafe import plain_or_str
 
 log = logging.getLogger("edgebot")
 
@@ -88,20 +89,8 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def _echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=plain_or_str))
 
-
-def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(o)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -419,7 +408,7 @@ def _write_summary_json(path: str, summary: dict) -> None:
 
     from edgebot.statefiles import atomic_write
 
-    text = json.dumps(summary, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(summary, indent=2, sort_keys=True, default=plain_or_str) + "\n"
     try:
         atomic_write(Path(path), text.encode("utf-8"), mode=0o644)
     except OSError as exc:
@@ -455,7 +444,7 @@ def bench(bundle_dir, pcap, json_path, batches, repeat, run_dir) -> None:
     result = run_bench(bundle_dir, pcap=pcap, batch_sizes=batch_sizes, repeat=repeat, run_dir=run_dir)
     if json_path:
         with open(json_path, "w") as fh:
-            json.dump(result, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(result, fh, indent=2, sort_keys=True, default=plain_or_str)
     click.echo(format_bench(result))
 
 

@@ -10,6 +10,17 @@ from types import ModuleType
 TRAINING_STACK = ("tensorflow", "keras", "sklearn", "pandas")
 
 
+def loaded_training_stack() -> list[str]:
+    """The packages of :data:`TRAINING_STACK` this process has imported (the gateway: none)."""
+    return sorted({m.split(".")[0] for m in list(sys.modules)
+                   if m.split(".")[0] in TRAINING_STACK and sys.modules[m] is not None})
+
+
+def blocked_training_stack() -> list[str]:
+    """The packages of :data:`TRAINING_STACK` made unimportable here (``sys.modules[name] = None``)."""
+    return sorted(m for m in TRAINING_STACK if m in sys.modules and sys.modules[m] is None)
+
+
 def import_xgboost() -> ModuleType:
     """Import xgboost as the gateway has it.
 
