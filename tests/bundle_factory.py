@@ -60,7 +60,8 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
-    import xgboost
+    from edgebot.lean import import_xgboost_sklearn
+    xgboost = import_xgboost_sklearn()
 
     import edgebot
     from edgebot import datasets

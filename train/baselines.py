@@ -20,8 +20,9 @@ BASELINE_NAMES = ("random_forest", "xgboost")
 
 
 def _xgb_classifier(trees: int, depth: int, seed: int, threads: int, monotone: Optional[tuple] = None) -> Any:
-    import xgboost as xgb
+    from edgebot.lean import import_xgboost_sklearn
 
+    xgb = import_xgboost_sklearn()
     extra = {"monotone_constraints": "(" + ",".join(str(int(c)) for c in monotone) + ")"} if monotone else {}
     return xgb.XGBClassifier(
         n_estimators=trees, max_depth=depth, learning_rate=0.1, subsample=0.9, colsample_bytree=0.9,
