@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install.stamp
 DEBS   := mosquitto mosquitto-clients xz-utils openssl
 
-.PHONY: install test test-fast fuzz demo bench detection pi-check clean debs
+.PHONY: install test test-fast fuzz demo bench detection pi-check clean debs bundle model-card
 
 install: $(STAMP)
 
@@ -38,6 +38,21 @@ test-fast: install
 # 20 times the fixed, derandomized budget they run with in `make test` (tests/fuzzing.py).
 fuzz: install
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
+
+# The default bundle shipped in the package (edgebot/default_bundle/, committed): the full
+# configuration on the default training set (edgebot.datasets.default_training), fixed seed, via the
+# train and convert CLI; then its model card (benchmarks/model_card.json, docs/model-card.md).
+# SOURCE_DATE_EPOCH (the last commit touching data/) fixes the manifest's "created".
+BUNDLE_RUN := build/default-run
+bundle: install
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct -- data 2>/dev/null || echo 0) nice -n 10 $(PY) -m edgebot.cli train \
+	  $$($(PY) -m edgebot.shipped --training-files) --out $(BUNDLE_RUN) $$($(PY) -m edgebot.shipped --train-args) --force
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct -- data 2>/dev/null || echo 0) nice -n 10 $(PY) -m edgebot.cli convert \
+	  $(BUNDLE_RUN) --out edgebot/default_bundle --force
+	$(MAKE) model-card
+
+model-card: install
+	nice -n 10 $(PY) benchmarks/model_card.py --bundle edgebot/default_bundle --run-dir $(BUNDLE_RUN)
 
 demo: install
 	$(PY) -m edgebot.demo

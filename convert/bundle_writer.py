@@ -242,7 +242,8 @@ def export_fuser(run_dir: Path, out: Path, n_inputs: int) -> None:
 
 def _training_section(spec: dict, metrics: dict) -> dict:
     models = metrics.get("models", {})
-    return {
+    extra = {"command": spec["command"]} if spec.get("command") else {}
+    return {**extra,
         "split": spec.get("split", metrics.get("split", {})),
         "fpr_budget": spec.get("fpr_budget", metrics.get("fpr_budget")),
         "seed": spec.get("seed"),
@@ -250,6 +251,13 @@ def _training_section(spec: dict, metrics: dict) -> dict:
         "metrics": {name: {k: m.get(k) for k in ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc")}
                     for name, m in models.items() if isinstance(m, dict)},
     }
+
+
+def _created() -> str:
+    """Now in ISO 8601 UTC, or ``$SOURCE_DATE_EPOCH`` when set (reproducible builds: `make bundle`)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return when.replace(microsecond=0).isoformat()
 
 
 def build_manifest(spec: dict, metrics: dict, worker: dict, out: Path, files: list[str]) -> dict:
@@ -264,7 +272,7 @@ def build_manifest(spec: dict, metrics: dict, worker: dict, out: Path, files: li
     return {
         "schema_version": SCHEMA_VERSION,
         "edgebot_version": edgebot.__version__,
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": _created(),
         "label_mode": "binary",
         "featurizer": run_profile(spec).info(),
         "scaler": spec["scaler"],

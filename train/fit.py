@@ -272,6 +272,7 @@ def train_run(
     progress: bool = True,
     force: bool = False,
     config: Optional[TrainConfig] = None,
+    command: Optional[str] = None,
 ) -> dict:
     """Train every model on one split and write a complete run dir.
 
@@ -309,6 +310,9 @@ def train_run(
         Replace a previous run dir at ``out`` (never any other directory).
     config
         Override every other knob (see :class:`TrainConfig`); wins over ``quick``.
+    command
+        The command line that asked for this run (``edgebot train ...``), kept in ``spec.json``
+        as ``command`` (the converter copies it into the manifest's ``training`` section).
 
     Returns
     -------
@@ -361,6 +365,9 @@ def train_run(
     try:
         metrics = _train_into(tmp, table, the_split, n_loaded, window=window, seed=seed, quick=quick,
                               fpr_budget=fpr_budget, cfg=cfg, progress=progress, started=started)
+        if command:
+            spec = json.loads((tmp / "spec.json").read_text(encoding="utf-8"))
+            write_json(tmp / "spec.json", {**spec, "command": command})
         _publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
