@@ -436,7 +436,7 @@ def _check_training(value: Any) -> None:
         digest = _get(e, "sha256", f"training.data[{i}].")
         if not isinstance(digest, str) or not _HEX64.match(digest):
             _fail(f"training.data[{i}].sha256", "64 lowercase hex digits", digest)
-        if "rows" in e:
+        if e.get("rows") is not None:  # null: not counted (the run's files are named by sha256 all the same)
             _int(e["rows"], f"training.data[{i}].rows", 0, 1 << 40)
 
 

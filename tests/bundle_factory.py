@@ -161,7 +161,8 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
         "split": {"name": "temporal", "note": "tests/bundle_factory.py: per capture 60/20/20 by time"},
         "versions": {"edgebot": edgebot.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "xgboost": xgboost.__version__, "numpy": np.__version__},
-        "data": [{"path": name, "rows": None} for name in IOT23_FILES],
+        "data": [{"path": name, "sha256": hashlib.sha256((IOT23 / name).read_bytes()).hexdigest(), "rows": None}
+                 for name in IOT23_FILES],
         "label_mode": "binary",
     }
     (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
