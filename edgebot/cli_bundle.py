@@ -99,7 +99,11 @@ def verify_checks(bundle_dir: str | os.PathLike[str], trust: Optional[str] = Non
 
         check(f"file {name}", file_ok, ("manifest fields",))
     files_ok = tuple(f"file {n}" for n in (manifest.files if manifest else ())) or ("manifest fields",)
-    check("featurizer", lambda: (lambda p: f"{p.name} profile, hash {p.hash}")(check_featurizer(manifest)),
+    def _manifest() -> Manifest:  # only called by checks that need "manifest fields" (so it is set)
+        assert manifest is not None
+        return manifest
+
+    check("featurizer", lambda: (lambda p: f"{p.name} profile, hash {p.hash}")(check_featurizer(_manifest())),
           ("manifest fields",))
 
     def runtime() -> str:
@@ -109,7 +113,7 @@ def verify_checks(bundle_dir: str | os.PathLike[str], trust: Optional[str] = Non
     check("TFLite runtime", runtime)
     for key in ("hybrid", "autoencoder"):
         def model_ok(key: str = key) -> str:
-            entry = getattr(manifest, key)
+            entry = getattr(_manifest(), key)
             model = Int8Model((path / entry.file).read_bytes(), entry.file, state["interpreter"], num_threads=1)
             _check_model(model, entry)
             return f"{entry.file}: input {list(entry.input.shape)}, output {list(entry.output.shape)}, int8"
@@ -117,9 +121,10 @@ def verify_checks(bundle_dir: str | os.PathLike[str], trust: Optional[str] = Non
         check(f"model {key}", model_ok, ("TFLite runtime", "featurizer") + files_ok)
 
     def fuser_ok() -> str:
-        n = 2 + len(manifest.fuser_raw_features)
-        load_booster(path / manifest.fuser_file, n)
-        return f"{manifest.fuser_file}: XGBoost, {n} inputs"
+        m = _manifest()
+        n = 2 + len(m.fuser_raw_features)
+        load_booster(path / m.fuser_file, n)
+        return f"{m.fuser_file}: XGBoost, {n} inputs"
 
     check("fuser", fuser_ok, ("featurizer",) + files_ok)
     if manifest is not None:
