@@ -261,7 +261,7 @@ def render(card: dict) -> str:
             L.append(f"- `{lo['split']}` ({lo.get('configuration') or 'full'} configuration; each benign device scored by "
                      f"the training that never saw it): {lo['devices_with_false_incident']} of {lo['devices']} devices "
                      f"with a false incident without learning, {lo['devices_with_false_incident_with_learning']} with "
-                     f"learning; {lo['false_incidents']} false incidents over {lo['capture_hours']:.0f} capture hours "
+                     f"learning; {lo['false_incidents']} false incident(s) over {lo['capture_hours']:.0f} capture hours "
                      f"({lo['false_incidents_per_device_day'] or 0:.3f} per device per day); fused F1 per fold "
                      f"{', '.join(f'{f:.3f}' for f in lo['fold_fused_f1'])}.")
         else:
@@ -271,7 +271,8 @@ def render(card: dict) -> str:
                      f"{_pct(f['precision'])}, recall {_pct(f['recall'])}, F1 {_pct(f['f1'])}, FPR {_pct(f['fpr'])}.")
     if runs:
         L += ["", "These are separate trainings on the same data, trainer and seed (`make bundle LEAVE_OUT=1`), "
-              "each blind to what it is scored on; the shipped bundle saw everything."]
+              "each blind to what it is scored on; the shipped bundle's training includes that family and those devices "
+              "(their earliest 80%), so these are what to expect of families and devices it has not seen."]
     else:
         L.append("Not measured with this bundle (each needs more trainings: `make bundle LEAVE_OUT=1`); "
                  "`benchmarks/DETECTION.md` has a leave-family-out matrix on the same data and trainer.")
