@@ -253,6 +253,14 @@ def _training_section(spec: dict, metrics: dict) -> dict:
     }
 
 
+_TIMINGS = ("int8_scoring_seconds", "converter_seconds")
+
+
+def _reproducible() -> bool:
+    """``$SOURCE_DATE_EPOCH`` is set: build the same bytes from the same run (no clock in the bundle)."""
+    return os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit()
+
+
 def _created() -> str:
     """Now in ISO 8601 UTC, or ``$SOURCE_DATE_EPOCH`` when set (reproducible builds: `make bundle`)."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
@@ -440,7 +448,10 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         verification["max_f1_drop"] = max_f1_drop
         verification["passed"] = verification["f1_drop"] <= max_f1_drop + 1e-12
         verification["converter_seconds"] = worker.get("seconds", {})
-        (tmp / VERIFICATION_FILE).write_text(json.dumps(verification, indent=2) + "\n", encoding="utf-8")
+        # timings differ between two conversions of the same run: a reproducible build (SOURCE_DATE_EPOCH,
+        # `make bundle`) leaves them out of the file, so the same run gives the same bundle id
+        written_v = {k: v for k, v in verification.items() if not (_reproducible() and k in _TIMINGS)}
+        (tmp / VERIFICATION_FILE).write_text(json.dumps(written_v, indent=2) + "\n", encoding="utf-8")
         if not verification["passed"]:
             f, q = verification["float"]["f1"], verification["int8"]["f1"]
             raise CheckFailed(
