@@ -168,7 +168,8 @@ def export_fuser(run_dir: Path, out: Path, n_inputs: int) -> None:
 
 def _training_section(spec: RunSpec, metrics: dict) -> dict:
     models = metrics.get("models", {})
-    return {
+    extra = {"command": spec.command} if spec.command else {}
+    return {**extra,
         "split": spec.data.get("split", metrics.get("split", {})),
         "fpr_budget": spec.data.get("fpr_budget", metrics.get("fpr_budget")),
         "seed": spec.seed,
@@ -176,6 +177,21 @@ def _training_section(spec: RunSpec, metrics: dict) -> dict:
         "metrics": {name: {k: m.get(k) for k in ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc")}
                     for name, m in models.items() if isinstance(m, dict)},
     }
+
+
+_TIMINGS = ("int8_scoring_seconds", "converter_seconds")
+
+
+def _reproducible() -> bool:
+    """``$SOURCE_DATE_EPOCH`` is set: build the same bytes from the same run (no clock in the bundle)."""
+    return os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit()
+
+
+def _created() -> str:
+    """Now in ISO 8601 UTC, or ``$SOURCE_DATE_EPOCH`` when set (reproducible builds: `make bundle`)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return when.replace(microsecond=0).isoformat()
 
 
 def build_manifest(spec: RunSpec, metrics: dict, worker: dict, out: Path, files: list[str]) -> dict:
@@ -190,7 +206,7 @@ def build_manifest(spec: RunSpec, metrics: dict, worker: dict, out: Path, files:
     return {
         "schema_version": SCHEMA_VERSION,
         "edgebot_version": edgebot.__version__,
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": _created(),
         "label_mode": "binary",
         "featurizer": spec.installed_profile().info(),
         "scaler": spec.scaler,
@@ -345,7 +361,10 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         verification["max_f1_drop"] = max_f1_drop
         verification["passed"] = verification["f1_drop"] <= max_f1_drop + 1e-12
         verification["converter_seconds"] = worker.get("seconds", {})
-        (tmp / VERIFICATION_FILE).write_text(json.dumps(verification, indent=2) + "\n", encoding="utf-8")
+        # timings differ between two conversions of the same run: a reproducible build (SOURCE_DATE_EPOCH,
+        # `make bundle`) leaves them out of the file, so the same run gives the same bundle id
+        written_v = {k: v for k, v in verification.items() if not (_reproducible() and k in _TIMINGS)}
+        (tmp / VERIFICATION_FILE).write_text(json.dumps(written_v, indent=2) + "\n", encoding="utf-8")
         if not verification["passed"]:
             f, q = verification["float"]["f1"], verification["int8"]["f1"]
             raise CheckFailed(

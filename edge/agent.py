@@ -76,8 +76,12 @@ class Agent:
             from edgebot.bundle import load_bundle
 
             self.bundle = load_bundle(self.cfg.bundle, trust=self.cfg.trust_key)
-        log.info("bundle %s (%s) loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
-                 self.bundle.version, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
+        from edgebot.shipped import is_default
+
+        which = " (the default bundle shipped with edgebot; --bundle to use another)" \
+            if is_default(getattr(self.bundle, "path", self.cfg.bundle or "")) else ""
+        log.info("bundle %s (%s)%s loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
+                 self.bundle.version, which, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
 
     @property
     def threshold(self) -> float:

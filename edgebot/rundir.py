@@ -163,6 +163,8 @@ class RunSpec:
     seed: Optional[int] = None
     split: dict[str, Any] = field(default_factory=dict)
     files: tuple[dict[str, Any], ...] = ()
+    command: Optional[str] = None
+    """The command line that trained the run (``edgebot train ...``), when recorded."""
 
     @property
     def n_features(self) -> int:
@@ -248,6 +250,9 @@ class RunSpec:
             raise BundleError(f"run has label_mode {label_mode!r}; the bundle supports binary runs only")
         fpr_budget = d.get("fpr_budget")
         seed = d.get("seed")
+        command = d.get("command")
+        if command is not None:
+            _str(command, "command")
         files = d.get("data", [])
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             _fail("data", "a list of objects (path, sha256, rows)", files)
@@ -261,7 +266,7 @@ class RunSpec:
             versions=dict(versions), label_mode=label_mode,
             fpr_budget=None if fpr_budget is None else _num(fpr_budget, "fpr_budget", low=0.0, high=1.0),
             seed=None if seed is None else _int(seed, "seed", -(1 << 63), (1 << 64) - 1),
-            split=_obj(d.get("split", {}), "split"), files=tuple(files),
+            split=_obj(d.get("split", {}), "split"), files=tuple(files), command=command,
         )
 
     def installed_profile(self) -> FeatureProfile:

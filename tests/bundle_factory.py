@@ -158,7 +158,9 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
         "split": {"name": "temporal", "note": "tests/bundle_factory.py: per capture 60/20/20 by time"},
         "versions": {"edgebot": edgebot.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "xgboost": xgboost.__version__, "numpy": np.__version__},
-        "data": [{"path": datasets.iot23(scenario).name, "rows": None} for scenario in IOT23_SCENARIOS],
+        "data": [{"path": datasets.iot23(scenario).name,
+                  "sha256": hashlib.sha256(datasets.iot23(scenario).read_bytes()).hexdigest(), "rows": None}
+                 for scenario in IOT23_SCENARIOS],
         "label_mode": "binary",
     }
     write_spec(out, spec)  # validated as the trainer's is (edgebot.rundir)

@@ -111,7 +111,8 @@ def test_all_problems_are_collected(tmp_path: Path):
     assert problems[0].startswith("edgebot.toml: unknown key 'mqtt.hots'")
     assert problems[1] == "edgebot.toml: mqtt.keepalive: expected an integer, got 'abc'"
     assert any(p.startswith("limits.max_hosts: must be in [1, ") for p in problems)
-    assert any(p.startswith("bundle: not set") for p in problems)
+    assert not any(p.startswith("bundle: not set") for p in problems)  # the shipped default bundle
+    assert Path(load_config(None).bundle).name == "default_bundle"
     assert any(p.startswith("source: set exactly one") for p in problems)
 
 

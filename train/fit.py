@@ -205,6 +205,7 @@ def train_run(
     progress: bool = True,
     force: bool = False,
     config: Optional[TrainConfig] = None,
+    command: Optional[str] = None,
 ) -> dict:
     """Train every model on one split and write a complete run dir.
 
@@ -242,6 +243,9 @@ def train_run(
         Replace a previous run dir at ``out`` (never any other directory).
     config
         Override every other knob (see :class:`TrainConfig`); wins over ``quick``.
+    command
+        The command line that asked for this run (``edgebot train ...``), kept in ``spec.json``
+        as ``command`` (the converter copies it into the manifest's ``training`` section).
 
     Returns
     -------
@@ -289,6 +293,10 @@ def train_run(
     with staged_dir(out) as tmp:
         metrics = _train_into(tmp, table, the_split, n_loaded, window=window, seed=seed, quick=quick,
                               fpr_budget=fpr_budget, cfg=cfg, progress=progress, started=started)
+        if command:
+            from edgebot.rundir import read_spec, write_spec
+
+            write_spec(tmp, {**read_spec(tmp).data, "command": command})
     log.info("run dir written to %s in %.0f s", out, time.monotonic() - started)
     from edgebot.train.report import format_summary
 

@@ -315,6 +315,11 @@ def _load(path: str | os.PathLike[str] | None, overrides: Mapping[str, Any] | No
         config.source = dataclasses.replace(source, **{kind: None for kind in SourceConfig.KINDS})
     for dotted, value in overrides.items():
         _apply_override(config, dotted, value, errors)
+    if config.bundle is None:  # neither the file nor --bundle: the bundle shipped in the package
+        from edgebot.shipped import DEFAULT_BUNDLE
+
+        if (DEFAULT_BUNDLE / "manifest.json").is_file():
+            config.bundle = str(DEFAULT_BUNDLE)
     return config, read_ok
 
 
