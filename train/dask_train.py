@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 #: Windows in the tf.data shuffle buffer.
 SHUFFLE_BUFFER = 20_000
 #: Seconds to wait for a scheduler to answer.
-CONNECT_TIMEOUT = 10
+CONNECT_TIMEOUT = 5
 
 
 class SchedulerUnreachable(EdgebotError):
@@ -90,6 +90,20 @@ def connect(scheduler: Optional[str], workers: int, threads: int):
     cluster = LocalCluster(n_workers=workers, threads_per_worker=max(1, threads // workers), processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
+
+
+def _warm_worker() -> bool:
+    """Import what the training tasks need once per worker (the first XGBoost task would pay it)."""
+    import xgboost.dask  # noqa: F401
+
+    import edgebot.train.shards  # noqa: F401
+
+    return True
+
+
+def warm(client) -> None:
+    """Run :func:`_warm_worker` on every worker."""
+    client.run(_warm_worker)
 
 
 def _watched(client, what: str, fn, *args, **kwargs):
@@ -132,7 +146,7 @@ def _xgb_params(trees: int, depth: int, seed: int, threads: int, monotone: Optio
     """The parameters of ``fit._xgb_classifier`` as a ``xgboost.train`` dict, and its rounds."""
     params = {"max_depth": depth, "learning_rate": 0.1, "subsample": 0.9, "colsample_bytree": 0.9,
               "tree_method": "hist", "objective": "binary:logistic", "eval_metric": "logloss", "seed": seed,
-              "nthread": threads}
+              "nthread": threads, "verbosity": 0}
     if monotone:
         params["monotone_constraints"] = "(" + ",".join(str(int(c)) for c in monotone) + ")"
     return params, trees
@@ -165,13 +179,16 @@ class BoosterModel:
 
 def _dask_fit(client, X, y, params: dict, rounds: int, what: str) -> Any:
     """``xgboost.dask.train`` on a ``DaskQuantileDMatrix`` of dask arrays ``X``, ``y``; the booster."""
-    import xgboost as xgb
+    from xgboost import dask as dxgb
 
     def fit():
-        dtrain = xgb.dask.DaskQuantileDMatrix(client, X, y)
-        return xgb.dask.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+        dtrain = dxgb.DaskQuantileDMatrix(client, X, y)
+        return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
 
-    return _watched(client, what, fit)
+    started = time.monotonic()
+    booster = _watched(client, what, fit)
+    log.info("%s on Dask: %.2f s", what, time.monotonic() - started)
+    return booster
 
 
 def _local_dask_array(client, X: np.ndarray, workers: int):
@@ -409,6 +426,11 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
     window = int(shards.manifest["window"])
 
     client, cluster = connect(scheduler, workers, cfg.threads)
+    try:
+        warm(client)
+    except Exception as exc:  # noqa: BLE001 - a worker without the train extra
+        _close(client, cluster)
+        raise ClusterFailed(f"the Dask workers cannot run edgebot's training tasks: {str(exc).splitlines()[0]}") from None
     import shutil
     import os
 
@@ -456,6 +478,8 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
 
     # flow-level baselines: XGBoost on Dask over every kept training flow; the forest in memory
     dX, dy = _train_dask_arrays(shards)
+    n_train = int(dy.shape[0])
+    n_train_malicious = int(_watched(client, "counting training labels", lambda: client.compute(dy.sum()).result()))
     params, rounds = _xgb_params(cfg.xgb_trees, cfg.xgb_max_depth, seed, cfg.threads)
     xgb_model = BoosterModel(_dask_fit(client, dX, dy, params, rounds, "XGBoost training"), va.last.shape[1])
     state.models["xgboost"] = xgb_model
@@ -473,13 +497,9 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
     _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
     m = shards.manifest
     kept = {c: (len(k) if k is not None else None) for c, k in shards.keep.items()}
-    sizes = {}
-    for p, part in enumerate(sh.PARTS):
-        flows = sum(n for _, n in shards.train_counts()) if p == 0 else len((va, te)[p - 1].y)
-        arr = None if p == 0 else (va, te)[p - 1]
-        sizes[part] = {"flows": int(flows),
-                       "benign": int(np.sum(arr.y == 0)) if arr is not None else None,
-                       "malicious": int(np.sum(arr.y == 1)) if arr is not None else None}
+    sizes = {"train": {"flows": n_train, "benign": n_train - n_train_malicious, "malicious": n_train_malicious}}
+    for part, arr in (("val", va), ("test", te)):
+        sizes[part] = {"flows": int(len(arr.y)), "benign": int(np.sum(arr.y == 0)), "malicious": int(np.sum(arr.y == 1))}
     test_captures = sorted(set(te.captures.tolist()))
     n_used = sum(s["labeled"] if kept[s["capture"]] is None else kept[s["capture"]] for s in m["sources"])
     table = _ShardTable(m, n_used)
