@@ -102,8 +102,11 @@ def _warm_worker() -> bool:
 
 
 def warm(client) -> None:
-    """Run :func:`_warm_worker` on every worker."""
-    client.run(_warm_worker)
+    """Run :func:`_warm_worker` as a task on every worker (a task, not ``client.run``: the import must not
+    block the worker's event loop and its heartbeats)."""
+    addresses = list(client.nthreads())
+    futures = [client.submit(_warm_worker, workers=[a], allow_other_workers=False, pure=False) for a in addresses]
+    client.gather(futures)
 
 
 def _watched(client, what: str, fn, *args, **kwargs):
@@ -112,7 +115,7 @@ def _watched(client, what: str, fn, *args, **kwargs):
     A lost worker leaves XGBoost's collective waiting for it forever; the watch turns that into an
     error instead of a hang.
     """
-    start_workers = set(client.scheduler_info()["workers"])
+    start_workers = set(client.nthreads())  # asked of the scheduler (scheduler_info() is a cache)
     result: dict[str, Any] = {}
 
     def run() -> None:
@@ -128,7 +131,7 @@ def _watched(client, what: str, fn, *args, **kwargs):
         if not thread.is_alive():
             break
         try:
-            now = set(client.scheduler_info()["workers"])
+            now = set(client.nthreads())
         except Exception:  # noqa: BLE001 - the scheduler itself went away
             raise ClusterFailed(f"lost the Dask scheduler during {what}") from None
         lost = start_workers - now
@@ -474,13 +477,16 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
     te = shards.load_part(2, max_eval_rows, seed)
     tr = shards.load_part(0, max_eval_rows, seed)  # the Random Forest's rows and the calibration sample
     t = state.lap("windows", t)
-    n_workers = len(client.scheduler_info()["workers"])
+    worker_threads = client.nthreads()
+    n_workers = len(worker_threads)
+    # XGBoost threads per worker = the worker's threads: more (OpenMP oversubscribed) made each training 20x slower
+    xgb_threads = max(1, min(worker_threads.values()))
 
     # flow-level baselines: XGBoost on Dask over every kept training flow; the forest in memory
     dX, dy = _train_dask_arrays(shards)
     n_train = int(dy.shape[0])
     n_train_malicious = int(_watched(client, "counting training labels", lambda: client.compute(dy.sum()).result()))
-    params, rounds = _xgb_params(cfg.xgb_trees, cfg.xgb_max_depth, seed, cfg.threads)
+    params, rounds = _xgb_params(cfg.xgb_trees, cfg.xgb_max_depth, seed, xgb_threads)
     xgb_model = BoosterModel(_dask_fit(client, dX, dy, params, rounds, "XGBoost training"), va.last.shape[1])
     state.models["xgboost"] = xgb_model
     t = state.lap("xgboost", t)
@@ -493,7 +499,7 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
     t = state.lap("random_forest", t)
 
     t = _fit_networks(state, shards, va, te, cfg, seed, t)
-    t = _fit_fusers(state, client, va, te, cfg, seed, profile, n_workers, t)
+    t = _fit_fusers(state, client, va, te, cfg, seed, profile, n_workers, xgb_threads, t)
     _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
     m = shards.manifest
     kept = {c: (len(k) if k is not None else None) for c, k in shards.keep.items()}
@@ -530,13 +536,13 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
 
 
 def _fit_fusers(state: _Trained, client, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, profile,
-                n_workers: int, t: float) -> float:
+                n_workers: int, xgb_threads: int, t: float) -> float:
     """The XGBoost fuser on Dask (out-of-fold validation scores, as in-memory) and the RF fuser in memory."""
     raw_index = raw_feature_index(profile.feature_names, profile.fuser_raw_features)
     inputs = {part: fuser_inputs(scores["cnn_lstm"], scores["autoencoder"] / state.ae_threshold, arrays.last, raw_index)
               for part, scores, arrays in (("val", state.val_scores, va), ("test", state.test_scores, te))}
     X, y = inputs["val"], va.y
-    params, rounds = _xgb_params(cfg.fuser_trees, cfg.fuser_max_depth, seed, cfg.threads,
+    params, rounds = _xgb_params(cfg.fuser_trees, cfg.fuser_max_depth, seed, xgb_threads,
                                  fuser_monotone(profile) if cfg.fuser_monotone else None)
 
     def dask_model(Xf: np.ndarray, yf: np.ndarray, what: str) -> BoosterModel:
