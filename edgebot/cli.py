@@ -200,6 +200,9 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
         if Path(p).is_dir():
             raise click.BadParameter(f"{p} is a directory; give flow files, or one shard set directory alone",
                                      param_hint="PATHS")
+    if dask:
+        raise click.BadParameter("Dask training reads a shard set: edgebot prepare DATA... --out SHARDS, then "
+                                 "edgebot train SHARDS --dask ...", param_hint="--dask")
     fam = _parse_families(families)
     try:
         from edgebot.train.fit import train_run

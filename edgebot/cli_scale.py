@@ -14,7 +14,7 @@ def register(main: click.Group, handle_errors, context_settings: dict) -> None:
     """Add ``prepare`` to the ``edgebot`` group."""
 
     @main.command("prepare", context_settings=context_settings,
-                  short_help="Stream flow files into a shard set (out of core, resumable, parallel).")
+                  short_help="Stream flow files into shards for training at scale.")
     @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
     @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Shard set directory.")
     @click.option("--window", default=8, type=click.IntRange(1, 64), help="Flows per host window (T).")

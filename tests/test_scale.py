@@ -233,3 +233,14 @@ def test_dask_training_matches_in_memory_training(shard_set, tmp_path_factory):
     spec_mem = json.loads((base / "mem" / "spec.json").read_text())
     assert spec_disk.keys() == spec_mem.keys() and spec_disk["scaler"] == spec_mem["scaler"]
     assert disk["scale"]["dask_workers"] == 2
+
+
+def test_prepare_help_has_an_example_and_dask_needs_a_shard_set(tmp_path):
+    from click.testing import CliRunner
+
+    from edgebot.cli import main
+
+    res = CliRunner().invoke(main, ["prepare", "--help"])
+    assert res.exit_code == 0 and "Example:" in res.output and "edgebot prepare" in res.output
+    res = CliRunner().invoke(main, ["train", str(HONEYPOT_4_1), "--out", str(tmp_path / "r"), "--dask", "tcp://x:1"])
+    assert res.exit_code == 2 and "shard set" in res.output

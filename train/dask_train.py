@@ -17,6 +17,8 @@ The same models, thresholds, metrics and run dir as :func:`edgebot.train.fit.tra
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -419,6 +421,8 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
     started = time.monotonic()
     cfg = config or (TrainConfig.quick() if quick else TrainConfig.full())
     if epochs is not None:
+        if epochs < 1:
+            raise DataError(f"--epochs must be at least 1, got {epochs}")
         cfg = replace(cfg, epochs=epochs)
     if not 0.0 <= fpr_budget < 1.0:
         raise DataError(f"--fpr-budget must be at least 0 and below 1, got {fpr_budget}")
@@ -434,9 +438,6 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
     except Exception as exc:  # noqa: BLE001 - a worker without the train extra
         _close(client, cluster)
         raise ClusterFailed(f"the Dask workers cannot run edgebot's training tasks: {str(exc).splitlines()[0]}") from None
-    import shutil
-    import os
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():

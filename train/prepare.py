@@ -17,6 +17,7 @@ Only the time ranks of one file, one chunk and one bucket are in memory at a tim
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import shutil
@@ -201,8 +202,6 @@ def prepare_file(path: str, out: str, window: int, shard_rows: int, family: Opti
 def _done(root: Path, src: Path, digest: str, window: int) -> Optional[dict]:
     """The finished entry of ``src`` if a previous run completed it (same bytes, all shards there)."""
     for marker in (root / sh.SOURCES_DIR).glob("*.json"):
-        import json
-
         try:
             entry = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -242,8 +241,6 @@ def prepare(paths: Sequence[str], out: str, *, window: int = 8, workers: int = 1
         raise DataError(f"--out {root} exists and is not a shard set; choose another path")
     old = root / sh.MANIFEST
     if old.is_file():
-        import json
-
         previous = json.loads(old.read_text(encoding="utf-8"))
         check_window = {"featurizer": previous.get("featurizer", {}), "window": window}
         sh.check_same_set(previous, f"the shard set {root}", check_window, "this prepare")
