@@ -333,7 +333,7 @@ def _fit_networks(state: _Trained, shards: ShardSet, va: PartArrays, te: PartArr
 
     feature_axis = shards.sequence == "feature-axis"
     steps, channels = va.windows.shape[1:]
-    builders = {"cnn": nets.build_cnn, "lstm": nets.build_lstm, "cnn_lstm": nets.build_cnn_lstm}
+    builders: dict[str, Any] = {"cnn": nets.build_cnn, "lstm": nets.build_lstm, "cnn_lstm": nets.build_cnn_lstm}
     for name, build in builders.items():
         extra = {"pool": nets.FEATURE_AXIS_POOL} if feature_axis and name == "cnn_lstm" else {}
         model = nets.compile_classifier(build(steps, channels, seed=seed, **extra), cfg.learning_rate)
@@ -508,9 +508,10 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
     for part, arr in (("val", va), ("test", te)):
         sizes[part] = {"flows": int(len(arr.y)), "benign": int(np.sum(arr.y == 0)), "malicious": int(np.sum(arr.y == 1))}
     test_captures = sorted(set(te.captures.tolist()))
-    n_used = sum(s["labeled"] if kept[s["capture"]] is None else kept[s["capture"]] for s in m["sources"])
-    table = _ShardTable(m, n_used)
-    split = _ShardSplit(m, sizes, test_captures)
+    n_used = sum(int(s["labeled"] if kept[s["capture"]] is None else kept[s["capture"]] or 0) for s in m["sources"])
+    # duck-typed stand-ins: what _evaluate and _write_run_dir read of a FlowTable and a Split
+    table: Any = _ShardTable(m, n_used)
+    split: Any = _ShardSplit(m, sizes, test_captures)
     n_loaded = sum(s["labeled"] for s in m["sources"])
     metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
                         fpr_budget=fpr_budget, cfg=cfg)

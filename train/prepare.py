@@ -139,7 +139,8 @@ def prepare_file(path: str, out: str, window: int, shard_rows: int, family: Opti
     n = len(ts)
     entry = {"path": src.name, "sha256": digest, "rows": int(reader.rows_read), "labeled": n,
              "skipped": int(reader.rows_skipped), "format": reader.format, "scenario": reader.scenario,
-             "capture": capture, "profile": profile.name, "dropped": dict(dropped), "shards": [], "evictions": 0}
+             "capture": capture, "profile": profile.name, "featurizer_hash": profile.hash, "dropped": dict(dropped),
+             "shards": [], "evictions": 0}
     if n == 0:
         return entry
     order = np.lexsort((np.arange(n), ts))
@@ -207,8 +208,9 @@ def _done(root: Path, src: Path, digest: str, window: int) -> Optional[dict]:
         except (OSError, ValueError):
             continue
         if entry.get("sha256") == digest and entry.get("path") == src.name:
-            if entry.get("window") != window:
-                return None
+            if entry.get("window") != window or entry.get("featurizer_hash") != profile_for_format(
+                    entry.get("format", "")).hash:
+                return None  # prepared by another window or featurizer: prepare it again
             if all((root / s["file"]).is_file() for s in entry["shards"]):
                 return entry
     return None
@@ -241,10 +243,14 @@ def prepare(paths: Sequence[str], out: str, *, window: int = 8, workers: int = 1
         raise DataError(f"--out {root} exists and is not a shard set; choose another path")
     old = root / sh.MANIFEST
     if old.is_file():
+        from edgebot.features import get_profile
+
         previous = json.loads(old.read_text(encoding="utf-8"))
-        check_window = {"featurizer": previous.get("featurizer", {}), "window": window}
-        sh.check_same_set(previous, f"the shard set {root}", check_window, "this prepare")
+        current = {"featurizer": get_profile(previous.get("featurizer", {}).get("profile")).info(), "window": window}
+        sh.check_same_set(previous, f"the shard set {root}", current, "this prepare")
         old.unlink()  # rewritten at the end; its absence marks the set incomplete meanwhile
+    for leftover in root.glob(".spill-*"):  # an interrupted run's spill buckets
+        shutil.rmtree(leftover, ignore_errors=True)
     (root / sh.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
     (root / sh.SOURCES_DIR).mkdir(exist_ok=True)
 
@@ -301,7 +307,7 @@ def _write_manifest(root: Path, sources: list[dict], window: int) -> dict:
                         "(e.g. IoT-23 conn.log.labeled)")
     profile = get_profile(profiles.pop())
     shards = [shard for s in sources for shard in s["shards"]]
-    totals = Counter()
+    totals: Counter = Counter()
     families: Counter = Counter()
     for shard in shards:
         totals.update(shard["labels"])

@@ -48,7 +48,7 @@ def atomic_write_json(path: Path, data: dict) -> None:
 def write_shard(path: Path, **arrays: np.ndarray) -> None:
     """A compressed ``.npz`` shard, written to a temporary sibling and renamed when complete."""
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, **arrays)
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(path)
 
 
