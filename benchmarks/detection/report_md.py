@@ -200,7 +200,7 @@ def figures(res: dict, fig_dir: Path) -> None:
 def render(res: dict) -> str:
     """DETECTION.md from the results."""
     L = ["# Detection study", "",
-         f"Produced by `.venv/bin/{res['command']}` (`make detection`) on {res['date']}, "
+         f"Produced by `.venv/bin/{res['command']}` (`make detection{'-quick' if res['quick'] else ''}`) on {res['date']}, "
          f"{res['seconds'] / 60:.1f} min on 2 shared cores, seed {res['seed']}. Every threshold is the trainer's, "
          "chosen on validation data at a 1% false-positive budget, never on what is tested. All numbers are in "
          "[`detection/results.json`](detection/results.json)."]
