@@ -40,7 +40,7 @@ def test_delays_and_site_learning_tables(tmp_path: Path, int8_bundle: Path) -> N
     assert set(res["delays"]) == set(INFECTED)
     for name, cap in res["delays"].items():
         assert cap["hosts"], f"{name}: no infected host found"
-        for host, h in cap["hosts"].items():
+        for h in cap["hosts"].values():
             assert h["malicious_flows"] > 0 and 0 <= h["flagged_malicious"] <= h["malicious_flows"]
             for mode in ("no_learning", "learning"):
                 v = h[mode]

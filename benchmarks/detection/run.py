@@ -353,7 +353,9 @@ def matrix_row(run: TrainedRun, train_caps: list[str], max_hosts: int) -> tuple[
         for c in caps:
             sc = scored[c]
             m = eval_mask(sc, c in train_caps) & sc.malicious & (sc.families == fam)
-            ys.append(sc.malicious[m]); qs.append(sc.int8[m]); fs.append(sc.float[m])
+            ys.append(sc.malicious[m])
+            qs.append(sc.int8[m])
+            fs.append(sc.float[m])
         seen = any(c in train_caps for c in caps)
         cells[f"family: {fam}"] = cell(np.concatenate(ys), np.concatenate(qs), np.concatenate(fs), q_th, f_th, seen)
         cells[f"family: {fam}"]["flows"] = int(sum(len(y) for y in ys))
