@@ -125,15 +125,17 @@ def sections(res: dict) -> list[str]:
               "the learning period, per device per day of the time after it. `in training`: the default model trained "
               "on the first 80% of CTU-SME-11; the leave-device-out fold never saw it.", "",
               "| capture | model | in training | days | devices | no learning: incidents (per device per day) | "
-              "learning: during / after | after, per device per day |", "|---|---|---|---:|---:|---:|---:|---:|"]
+              "learning: during / after | after, per device per day | rules fired |",
+              "|---|---|---|---:|---:|---:|---:|---:|---|"]
         for name, cap in site.items():
             for label, m in cap["models"].items():
                 nl, le = m["no_learning"], m["learning"]
                 after = le["per_device_per_day_after"]
+                rules = sorted(set(nl.get("rules", [])) | set(le.get("rules", [])))
                 L.append(f"| {name} | {label} | {'yes' if m['in_training'] else 'no'} | {cap['days']:.2f} | "
                          f"{m['benign_devices']} | {nl['false_incidents']} ({nl['per_device_per_day']:.2f}) | "
                          f"{le['during_learning']} / {le['after_learning']} | "
-                         f"{'-' if after is None else f'{after:.2f}'} |")
+                         f"{'-' if after is None else f'{after:.2f}'} | {', '.join(rules) or '-'} |")
         L.append("")
 
     delays = res.get("delays")

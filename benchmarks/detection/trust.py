@@ -237,12 +237,14 @@ def site_learning_table(bundles: dict[str, Any], captures: Optional[dict[str, tu
                 "no_learning": {"false_incidents": sum(plain["hosts"][h]["incidents"] for h in devs),
                                 "per_device_per_day": sum(plain["hosts"][h]["incidents"] for h in devs) / n / days
                                 if days > 0 else 0.0,
-                                "devices": [h for h in devs if plain["hosts"][h]["incidents"]]},
+                                "devices": [h for h in devs if plain["hosts"][h]["incidents"]],
+                                "rules": sorted({r for h in devs for r in plain["hosts"][h]["rules"]})},
                 "learning": {"false_incidents": total_learned, "during_learning": during,
                              "after_learning": after,
                              "per_device_per_day_after": after / n / d_after if d_after > 0 else None,
                              "per_device_per_day": total_learned / n / days if days > 0 else 0.0,
                              "devices": [h for h in devs if learned["hosts"].get(h, {}).get("incidents")],
+                             "rules": sorted({r for h in devs for r in learned["hosts"].get(h, {}).get("rules", [])}),
                              "suppressed_while_learning": learned.get("suppressed_while_learning", 0)},
             }
         out[name] = cap
