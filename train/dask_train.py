@@ -17,8 +17,6 @@ The same models, thresholds, metrics and run dir as :func:`edgebot.train.fit.tra
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -32,14 +30,14 @@ from edgebot.features import get_profile
 from edgebot.fusion import fuser_inputs, raw_feature_index
 from edgebot.train import shards as sh
 from edgebot.train.data import PartArrays
+from edgebot.statefiles import staged_dir
+from edgebot.train.baselines import _rf_classifier
 from edgebot.train.fit import (
     TrainConfig,
     _calibration_sample,  # noqa: F401  (used through _write_run_dir)
     _check_out,
     _configure_tensorflow,
     _evaluate,
-    _publish,
-    _rf_classifier,
     _set_thresholds,
     _stratified_folds,
     _Trained,
@@ -438,19 +436,11 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
     except Exception as exc:  # noqa: BLE001 - a worker without the train extra
         _close(client, cluster)
         raise ClusterFailed(f"the Dask workers cannot run edgebot's training tasks: {str(exc).splitlines()[0]}") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
-        metrics = _train_into(tmp, shards, client, profile, window=window, seed=seed, quick=quick,
-                              fpr_budget=fpr_budget, cfg=cfg, started=started, max_eval_rows=max_eval_rows,
-                              where=scheduler or f"LocalCluster({workers} workers)")
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with staged_dir(out) as tmp:  # published atomically; removed on any error
+            metrics = _train_into(tmp, shards, client, profile, window=window, seed=seed, quick=quick,
+                                  fpr_budget=fpr_budget, cfg=cfg, started=started, max_eval_rows=max_eval_rows,
+                                  where=scheduler or f"LocalCluster({workers} workers)")
     finally:
         _close(client, cluster)
     from edgebot.train.report import format_summary
