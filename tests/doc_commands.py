@@ -251,6 +251,33 @@ def _option_names(command: click.Command, ctx: click.Context) -> dict[str, click
     return names
 
 
+def _option(word: str, names: dict[str, click.Parameter], path: list[str]) -> tuple[Optional[click.Parameter], Optional[str]]:
+    """The parameter an option word names (None for -vv), or why the command has no such option."""
+    name = word.split("=", 1)[0]
+    if name not in names and re.match(r"^-[A-Za-z]{2,}$", name):  # -vv: short flags together
+        unknown = [f"-{ch}" for ch in name[1:] if f"-{ch}" not in names]
+        if not unknown:
+            return None, None
+        name = unknown[0]
+    if name not in names:
+        return None, f"'{' '.join(path)}' has no option {name}{_suggest(name, names)}"
+    return names[name], None
+
+
+def _takes_value(param: Optional[click.Parameter], word: str) -> bool:
+    """The next word is this option's value."""
+    if param is None or "=" in word:
+        return False
+    return not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+
+
+def _suggest(name: str, names: dict) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def resolve(args: list[str], main: click.Group, prog: str = "edgebot") -> tuple[list[str], Optional[str]]:
     """Walk ``args`` through the click tree: (the command path, None) or (the path so far, why it fails).
 
@@ -265,11 +292,10 @@ def resolve(args: list[str], main: click.Group, prog: str = "edgebot") -> tuple[
         names = _option_names(command, ctx)
         while rest and rest[0].startswith("-"):
             word = rest.pop(0)
-            name = word.split("=", 1)[0]
-            param = names.get(name)
-            if param is None:
-                return path, f"'{' '.join(path)}' has no option {name}"
-            if not (param.is_flag or param.count) and "=" not in word and rest:
+            param, why = _option(word, names, path)
+            if why:
+                return path, why
+            if _takes_value(param, word) and rest:
                 rest.pop(0)
         if not rest:
             return path, None  # a group alone (its help)
@@ -281,13 +307,25 @@ def resolve(args: list[str], main: click.Group, prog: str = "edgebot") -> tuple[
         path.append(name)
         command = sub
         ctx = click.Context(sub, info_name=name, parent=ctx, resilient_parsing=True)
+    names = _option_names(command, ctx)
     if synopsis:
-        names = _option_names(command, ctx)
         for word in rest:
             for name in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", word):
                 if name not in names:
-                    return path, f"'{' '.join(path)}' has no option {name}"
+                    return path, f"'{' '.join(path)}' has no option {name}{_suggest(name, names)}"
         return path, None
+    # click's resilient parsing lets an unknown option through: every option word is checked here.
+    words = iter(rest)
+    for word in words:
+        if word == "--":
+            break
+        if not word.startswith("-") or word == "-" or re.match(r"^-\d", word):
+            continue
+        param, why = _option(word, names, path)
+        if why:
+            return path, why
+        if _takes_value(param, word):
+            next(words, None)
     try:
         command.make_context(path[-1], rest, parent=ctx.parent, resilient_parsing=True)
     except click.UsageError as exc:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from configparser import ConfigParser
@@ -79,6 +78,35 @@ def test_inventory() -> None:
     assert table["README.md"].get("edgebot", 0) >= 5, "the README's code blocks hold edgebot commands"
     blocks = [c for c in EDGEBOT if not c.inline]
     assert {c.argv()[1] for c in blocks} >= {"train", "convert", "eval", "run"}, "the main commands were found"
+
+
+def test_extractor_and_checker_catch_a_broken_page(tmp_path: Path) -> None:
+    """A page with a typo'd option, a removed command and a drawing: the typos are found, by line."""
+    (tmp_path / "docs").mkdir()
+    page = tmp_path / "docs" / "new-page.md"
+    page.write_text(
+        "# A page written later\n\n"
+        "```sh\n"
+        "$ edgebot run --pcapp capture.pcap     # typo\n"
+        "edgebot bundel info\n"
+        "edgebot allow 10.0.0.1 \\\n    --reason 'a \\# b'  # joined\n"
+        "# edgebot comment --not-a-command\n"
+        "make demo\n"
+        "```\n\n"
+        "```\n   edgebot train ─► run dir     (a drawing)\n```\n\n"
+        "Prose quoting `edgebot eval --lern 6h` and `edgebot <gateway_id>`.\n\n"
+        "    .venv/bin/edgebot site status --state-dir state\n",
+        encoding="utf-8")
+    found = documented_commands(tmp_path)
+    assert [(c.line, c.kind, c.inline) for c in found] == [
+        (4, "edgebot", False), (5, "edgebot", False), (6, "edgebot", False), (9, "make", False),
+        (18, "edgebot", False), (16, "edgebot", True)]
+    assert found[2].args() == ["allow", "10.0.0.1", "--reason", "a \\# b"]
+    problems = {c.where: resolve(c.args(), main)[1] for c in found if c.kind == "edgebot"}
+    assert "no option --pcapp (did you mean --pcap?)" in problems["docs/new-page.md:4"]
+    assert "no command 'bundel'" in problems["docs/new-page.md:5"]
+    assert "no option --lern" in problems["docs/new-page.md:16"]
+    assert problems["docs/new-page.md:6"] is None and problems["docs/new-page.md:18"] is None
 
 
 def _data_problem(word: str) -> Optional[str]:
