@@ -134,7 +134,7 @@ def _kind(text: str) -> Optional[str]:
     if (_program(first, "pip") or _program(first, "pip3")) and words[1:2] == ["install"]:
         return "pip"
     if _program(first, "python") or _program(first, "python3"):
-        if words[1:3] == ["-m", "edgebot"]:
+        if words[1:3] in (["-m", "edgebot"], ["-m", "edgebot.cli"]):
             return "edgebot"
         if len(words) > 1 and words[1].startswith("benchmarks/"):
             return "script"

@@ -192,7 +192,10 @@ def _substitute(words: list[str], work: Path) -> tuple[list[str], Optional[str]]
         if value in BUNDLE_WORDS:
             value = str(DEFAULT_BUNDLE)
         elif value in CONFIG_WORDS:
-            value = str(_gateway_config(work))
+            config = _gateway_config(work)
+            if config is None:
+                return words, "the example config's CA needs the openssl command (not installed)"
+            value = str(config)
         elif value in PCAP_WORDS or (value == "FILE" and before == "--pcap"):
             value = str(PCAP)
         elif value.startswith("data/"):
@@ -209,13 +212,16 @@ def _substitute(words: list[str], work: Path) -> tuple[list[str], Optional[str]]
     return out, None
 
 
-def _gateway_config(work: Path) -> Path:
+def _gateway_config(work: Path) -> Optional[Path]:
     """examples/edgebot.toml as a gateway holds it: the bundle copied in, the broker's CA in /etc/edgebot."""
     from conftest import make_tls_files
 
     target = work / "etc-edgebot" / "edgebot.toml"
     if not target.exists():
-        ca = make_tls_files(work / "etc-edgebot", "broker").ca_file
+        try:
+            ca = make_tls_files(work / "etc-edgebot", "broker").ca_file
+        except pytest.skip.Exception:
+            return None
         text = (ROOT / "examples" / "edgebot.toml").read_text(encoding="utf-8")
         text = text.replace('"/var/lib/edgebot/bundle"', f'"{DEFAULT_BUNDLE}"')
         text = text.replace('"/etc/edgebot/ca.crt"', f'"{ca}"')
@@ -231,8 +237,10 @@ def _not_run_reason(cmd: DocCommand, path: list[str]) -> Optional[str]:
     key = tuple(path[1:])
     if key in NOT_RUN_PATHS:
         return NOT_RUN_PATHS[key]
+    if not key:
+        return "the program alone"
     if key not in RUN_PATHS:
-        return "a command group without a subcommand" if key else "the program alone"
+        return "not one of the commands this test runs (RUN_PATHS): only its --help runs"
     if cmd.inline and (key not in INLINE_RUN_PATHS or (len(args) == len(key) and key not in COMPLETE_ALONE)):
         return "quoted in the prose, not a command line to copy"
     if "--trust" in args:
