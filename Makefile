@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install.stamp
 DEBS   := mosquitto mosquitto-clients xz-utils openssl rsyslog rsyslog-gnutls
 
-.PHONY: install test test-fast fuzz demo bench detection pi-check clean debs bundle model-card leave-out
+.PHONY: install test test-fast fuzz demo bench detection detection-quick pi-check clean debs bundle model-card leave-out
 
 install: $(STAMP)
 
@@ -76,8 +76,13 @@ bench: install
 	test -f demo-out/bundle/manifest.json || $(PY) -m edgebot.demo
 	$(PY) benchmarks/run_bench.py demo-out/bundle --run-dir demo-out/run
 
+# The detection study: rebuilds benchmarks/detection/results.json, its figures and benchmarks/DETECTION.md.
 detection: install
 	$(PY) benchmarks/detection/run.py
+
+# The same study in the quick configuration (subsampled captures, few epochs, fewer matrix rows).
+detection-quick: install
+	$(PY) benchmarks/detection/run.py --quick
 
 # The wheel with the edge extra on emulated aarch64 (qemu-user, Debian's arm64 python3.11) vs x86-64;
 # downloads into build/pi-check. What it proves and what not: docs/deploy-raspberry-pi.md.

@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import typing
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -142,7 +143,7 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 
 # -------------------------------------------------------------------------------------- train
 @main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Train the detector and its baselines; write models, metrics and a report.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--split", default="temporal",
               help="temporal (per capture: earlier 80% train, later 20% test), stratified "
@@ -156,8 +157,10 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 @click.option("--family", "families", multiple=True, metavar="FILE=NAME", help="Family of the malicious rows of FILE (for data outside the IoT-23 table).")
 @click.option("--quick", is_flag=True, help="Small, fast configuration (tests, demo).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--dask", "dask", metavar="SCHEDULER", default=None, help="Shard sets: train XGBoost on the Dask cluster at this address (tcp://host:8786).")
+@click.option("--dask-workers", default=2, type=click.IntRange(1, 256), help="Shard sets without --dask: workers of the local Dask cluster.")
 @handle_errors
-def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, force) -> None:
+def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, force, dask, dask_workers) -> None:
     """Train the CNN-LSTM, autoencoder, baselines and fuser; write models, metrics and a report.
 
     The feature profile follows the data: Zeek-style logs (zeek, per-host windows) or
@@ -168,7 +171,27 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
       edgebot train data/iot23/*.xz --out runs/iot23 --split temporal
       edgebot train data/cicids2017/*.xz --out runs/cic --split stratified
       edgebot train data/iot23/*.xz data/benign_devices/*/*.xz --out runs/ldo --split leave-device-out:5
+      edgebot train shards/iot23 --out runs/iot23 --dask-workers 2   (a shard set from edgebot prepare)
     """
+    from edgebot import cli_scale
+
+    if cli_scale.is_shard_set(paths):
+        from edgebot.train.quiet import quiet_tensorflow
+
+        with quiet_tensorflow(enabled=not _State.debug):
+            result = cli_scale.train_from_shards(
+                paths, out, dask=dask, dask_workers=dask_workers, split=split,
+                window_given=click.get_current_context().get_parameter_source("window").name != "DEFAULT",
+                epochs=epochs, seed=seed, fpr_budget=fpr_budget, quick=quick, force=force)
+        click.echo(result["summary"])
+        return
+    for p in paths:
+        if Path(p).is_dir():
+            raise click.BadParameter(f"{p} is a directory; give flow files, or one shard set directory alone",
+                                     param_hint="PATHS")
+    if dask:
+        raise click.BadParameter("Dask training reads a shard set: edgebot prepare DATA... --out SHARDS, then "
+                                 "edgebot train SHARDS --dask ...", param_hint="--dask")
     fam = _parse_families(families)
     try:
         from edgebot.train.fit import train_run
@@ -509,6 +532,9 @@ from edgebot import cli_bundle as _cli_bundle  # noqa: E402  (bundle info, bundl
 
 _cli_site.register(main, handle_errors, CONTEXT_SETTINGS, _echo_json)
 _cli_bundle.register(main, handle_errors, CONTEXT_SETTINGS, _echo_json)
+from edgebot import cli_scale as _cli_scale  # noqa: E402  (edgebot prepare; train SHARDS/)
+
+_cli_scale.register(main, handle_errors, CONTEXT_SETTINGS)
 
 
 if __name__ == "__main__":  # pragma: no cover

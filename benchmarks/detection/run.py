@@ -1,10 +1,10 @@
-"""Detection study (issue 8): Table 1, the temporal split, a generalization matrix, false incidents, int8 vs float.
+"""Detection study (issues 8 and 11): Table 1, a generalization matrix, false incidents, leave-device-out, delays.
 
-Usage, from the repository root (``make detection`` runs the first line)::
+Usage, from the repository root (``make detection`` runs the first line, ``make detection-quick`` the second)::
 
-    .venv/bin/python benchmarks/detection/run.py                 # full configuration (~15-25 min, 2 cores)
-    .venv/bin/python benchmarks/detection/run.py --quick         # subsampled, few epochs (< 5 min; used by a test)
-    .venv/bin/python benchmarks/detection/run.py --out DIR --seed 0
+    .venv/bin/python benchmarks/detection/run.py                 # full configuration
+    .venv/bin/python benchmarks/detection/run.py --quick         # subsampled, few epochs
+    .venv/bin/python benchmarks/detection/run.py --out DIR --seed 0 --parts delays,site --bundle BUNDLE
 
 Writes ``<out>/DETECTION.md`` (tables, figures, targets), ``<out>/detection/results.json`` (every
 number) and ``<out>/detection/figures/*.png``; ``--out`` defaults to ``benchmarks``. Every model
@@ -23,7 +23,15 @@ Experiments:
    ``HostWindows`` in start-time order). A capture that was in training is scored on its last
    20% of labeled flows only (the temporal test part); others on all their labeled flows;
 4. false incidents per benign device per day through the agent's ``IncidentTracker`` defaults;
-5. int8 vs float on every cell of the above.
+5. int8 vs float on every cell of the above;
+6. (issue 11, :mod:`trust`) the default training set (IoT-23 + the 44 benign devices) as one more
+   matrix row, per-family recall and FPR before (the IoT-23 row, and the earlier full run in
+   ``baseline-2026-11-26.json``) and after; leave-device-out over the 44 devices (K folds); false
+   incidents per device per day on the long benign captures without and with site learning; the
+   detection delay of every infected host.
+
+``--parts`` picks experiments (default: all of :data:`PARTS`); ``--bundle`` scores the ``site`` and
+``delays`` parts with an existing bundle instead of training the default model.
 """
 
 from __future__ import annotations
@@ -101,6 +109,13 @@ PAPER = {"random_forest": (89.5, 87.2, 85.4, 86.3), "cnn": (91.2, 89.5, 88.1, 88
          "lstm": (92.1, 90.3, 89.8, 90.0), "cnn_lstm": (96.5, 94.8, 95.1, 95.0)}
 METRIC_KEYS = ("accuracy", "precision", "recall", "f1", "fpr")
 TEST_FRACTION = 0.2
+#: The experiments ``--parts`` chooses from: Table 1, the matrix (with the false incidents and int8 checks), the
+#: default-training-set row, leave-device-out, false incidents with site learning, detection delays.
+PARTS = ("table1", "matrix", "default", "ldo", "site", "delays")
+#: The matrix row of the default training set (what ``edgebot train`` uses without data arguments).
+DEFAULT_ROW = "Default (IoT-23 + 44 benign devices)"
+#: Leave-device-out folds.
+DEVICE_FOLDS = 5
 
 
 def data_path(name: str) -> Path:
@@ -340,7 +355,9 @@ def matrix_row(run: TrainedRun, train_caps: list[str], max_hosts: int) -> tuple[
         for c in caps:
             sc = scored[c]
             m = eval_mask(sc, c in train_caps) & sc.malicious & (sc.families == fam)
-            ys.append(sc.malicious[m]); qs.append(sc.int8[m]); fs.append(sc.float[m])
+            ys.append(sc.malicious[m])
+            qs.append(sc.int8[m])
+            fs.append(sc.float[m])
         seen = any(c in train_caps for c in caps)
         cells[f"family: {fam}"] = cell(np.concatenate(ys), np.concatenate(qs), np.concatenate(fs), q_th, f_th, seen)
         cells[f"family: {fam}"]["flows"] = int(sum(len(y) for y in ys))
@@ -360,49 +377,95 @@ def matrix_row(run: TrainedRun, train_caps: list[str], max_hosts: int) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------
-def run_study(quick: bool, seed: int, out: Path) -> dict:
-    """Run every experiment, write results.json, the figures and DETECTION.md; return the results."""
+def run_study(quick: bool, seed: int, out: Path, parts: Sequence[str] = PARTS, folds: int = DEVICE_FOLDS,
+              ldo_devices: Optional[int] = None, bundle_dir: Optional[Path] = None) -> dict:
+    """Run the chosen experiments, write results.json, the figures and DETECTION.md; return the results."""
+    from edgebot import datasets
+    from edgebot.bundle import load_bundle
     from edgebot.edge.config import LimitsConfig
 
     import report_md
+    import trust
 
     started = time.perf_counter()
     max_hosts = LimitsConfig().max_hosts
     work = Path(tempfile.mkdtemp(prefix="edgebot-detection-"))
+    parts = [p for p in PARTS if p in parts]
+    command = "python benchmarks/detection/run.py" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else "")
+    if list(parts) != list(PARTS):
+        command += " --parts " + ",".join(parts)
     res: dict[str, Any] = {
-        "command": "python benchmarks/detection/run.py" + (" --quick" if quick else "") + (f" --seed {seed}" if seed else ""),
-        "quick": quick, "seed": seed, "fpr_budget": 0.01, "date": time.strftime("%Y-%m-%d"),
+        "command": command, "quick": quick, "seed": seed, "parts": list(parts), "fpr_budget": 0.01,
+        "date": time.strftime("%Y-%m-%d"),
         "captures": {k: f"data/{v}" for k, v in CAPTURES.items()},
         "cicids2017": [f"data/{p}" for p in CIC_FILES],
-        "rows": {k: v for k, v in ROWS.items() if not quick or k in QUICK_ROWS},
+        "rows": {k: v for k, v in ROWS.items() if not quick or k in QUICK_ROWS} if "matrix" in parts else {},
         "paper": {m: dict(zip(("accuracy", "precision", "recall", "f1"), v)) for m, v in PAPER.items()},
+        "table1": {}, "matrix": {}, "incidents": {}, "row_runs": {},
     }
     try:
         iot_paths = [data_path(c) for c in IOT23]
-        res["table1"] = {}
         runs = {}
-        for name, paths, split in (
-                ("IoT-23 stratified (paper protocol)", iot_paths, "stratified"),
-                ("IoT-23 temporal", iot_paths, "temporal"),
-                ("CICIDS2017 stratified (paper protocol)", [DATA / p for p in CIC_FILES], "stratified")):
-            try:
-                runs[name] = train_and_convert(name, paths, work, split, quick, seed)
-                res["table1"][name] = table_entry(runs[name])
-            except Exception as exc:  # noqa: BLE001 - reported in the write-up, the rest still runs
-                log.error("%s failed: %s", name, exc)
-                res["table1"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-        res["matrix"], res["incidents"], res["row_runs"] = {}, {}, {}
-        for row, caps in res["rows"].items():
-            run = runs.get("IoT-23 temporal") if caps == IOT23 else None
+        if "table1" in parts:
+            for name, paths, split in (
+                    ("IoT-23 stratified (paper protocol)", iot_paths, "stratified"),
+                    ("IoT-23 temporal", iot_paths, "temporal"),
+                    ("CICIDS2017 stratified (paper protocol)", [DATA / p for p in CIC_FILES], "stratified")):
+                try:
+                    runs[name] = train_and_convert(name, paths, work, split, quick, seed)
+                    res["table1"][name] = table_entry(runs[name])
+                except Exception as exc:  # noqa: BLE001 - reported in the write-up, the rest still runs
+                    log.error("%s failed: %s", name, exc)
+                    res["table1"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+        rows = dict(res["rows"])
+        default_run = None
+        if "default" in parts or (bundle_dir is None and ({"site", "delays"} & set(parts))):
+            default_run = train_and_convert(DEFAULT_ROW, list(datasets.default_training()), work, "temporal", quick,
+                                            seed)
+            if "default" in parts:
+                rows[DEFAULT_ROW] = IOT23
+        for row, caps in rows.items():
+            run = runs.get("IoT-23 temporal") if row in ROWS and caps == IOT23 else None
+            if row == DEFAULT_ROW:
+                run = default_run
             if run is None:
                 run = train_and_convert(row, [data_path(c) for c in caps], work, "temporal", quick, seed)
             log.info("scoring every capture with the %s bundle and float system", row)
             t = time.perf_counter()
             res["matrix"][row], res["incidents"][row] = matrix_row(run, caps, max_hosts)
             res["row_runs"][row] = {"fused_test": {k: run.metrics["models"]["fused"][k] for k in METRIC_KEYS},
+                                    "xgboost_test": {k: run.metrics["models"]["xgboost"][k] for k in METRIC_KEYS},
                                     "threshold": run.metrics["models"]["fused"]["threshold"],
                                     "int8_vs_float": table_entry(run)["int8_vs_float"],
                                     "seconds": {**run.seconds, "score": round(time.perf_counter() - t, 1)}}
+        if res["matrix"]:
+            res["families"] = {row: trust.family_rates(cells) for row, cells in res["matrix"].items()}
+            base = HERE / "baseline-2026-11-26.json"
+            if base.exists():
+                res["families_baseline"] = json.loads(base.read_text())
+        fold_bundles: dict[str, str] = {}
+        if "ldo" in parts:
+            ldo = trust.leave_device_out_table(quick, seed, folds, work, devices=ldo_devices)
+            fold_bundles = ldo.pop("fold_bundles")
+            res["leave_device_out"] = ldo
+        if {"site", "delays"} & set(parts):
+            if bundle_dir is not None:
+                label, bundle = f"given bundle ({Path(bundle_dir).name})", load_bundle(bundle_dir)
+            else:
+                label, bundle = DEFAULT_ROW, load_bundle(default_run.bundle_dir)
+            res["trust_bundle"] = {"label": label, "id": bundle.bundle_id, "threshold": float(bundle.threshold)}
+            if "delays" in parts:
+                res["delays"] = trust.delay_table(bundle)
+                res["delays_summary"] = trust.delay_summary(res["delays"])
+            if "site" in parts:
+                in_training = {name: device is not None and bundle_dir is None
+                               for name, (_, device) in trust.LONG_BENIGN.items()}
+                models = {label: (bundle, in_training)}
+                for name, (_, device) in trust.LONG_BENIGN.items():
+                    if device in fold_bundles:
+                        models[f"leave-device-out fold (never trained on {name})"] = (
+                            load_bundle(fold_bundles[device]), {name: False})
+                res["site_learning"] = trust.site_learning_table(models)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["targets"] = report_md.targets(res)
@@ -432,10 +495,17 @@ def render_only(out: Path) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     """Command line: ``run.py [--quick] [--out benchmarks] [--seed 0]``."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="subsampled captures, few epochs, two matrix rows (< 5 min)")
+    ap.add_argument("--quick", action="store_true", help="subsampled captures, few epochs, two matrix rows")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks",
                     help="writes OUT/DETECTION.md and OUT/detection/{results.json,figures/} (default: benchmarks)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated experiments to run, of {','.join(PARTS)} (default: all)")
+    ap.add_argument("--folds", type=int, default=DEVICE_FOLDS, help="leave-device-out folds (default 5)")
+    ap.add_argument("--ldo-devices", type=int, default=None, metavar="N",
+                    help="leave-device-out on the first N registered devices only (a smaller run; target not judged)")
+    ap.add_argument("--bundle", type=Path, default=None,
+                    help="score the site and delays parts with this bundle instead of training the default model")
     ap.add_argument("--render-only", action="store_true",
                     help="re-render DETECTION.md, targets and figures from an existing OUT/detection/results.json")
     args = ap.parse_args(argv)
@@ -445,7 +515,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     for noisy in ("absl", "tensorflow", "h5py"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    run_study(args.quick, args.seed, args.out.resolve())
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        print(f"run.py: error: --parts: unknown {', '.join(unknown) or '(empty)'}; choose from {','.join(PARTS)}",
+              file=sys.stderr)
+        return 2
+    if args.folds < 2:
+        print("run.py: error: --folds must be at least 2", file=sys.stderr)
+        return 2
+    if args.bundle is not None and not (args.bundle / "manifest.json").is_file():
+        print(f"run.py: error: --bundle {args.bundle}: not a bundle (no manifest.json)", file=sys.stderr)
+        return 2
+    run_study(args.quick, args.seed, args.out.resolve(), parts, args.folds, args.ldo_devices,
+              args.bundle.resolve() if args.bundle else None)
     return 0
 
 
