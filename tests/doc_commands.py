@@ -45,7 +45,7 @@ class DocCommand:
         return f"{self.file}:{self.line}"
 
     def argv(self) -> list[str]:
-        """The words of the command (shell quoting applied, a leading ``sudo [-u USER]`` dropped)."""
+        """The words of the command (shell quoting applied, a leading ``sudo``/``nice``/``VAR=x`` dropped)."""
         return _unsudo(shlex.split(self.text, comments=True))
 
     def args(self) -> list[str]:
@@ -106,10 +106,16 @@ def _code_lines(text: str) -> list[tuple[int, str]]:
 
 
 def _unsudo(words: list[str]) -> list[str]:
-    if words[:1] == ["sudo"]:
-        words = words[1:]
-        if words[:1] == ["-u"]:
-            words = words[2:]
+    """The command without what runs it: ``sudo [-u USER]``, ``nice [-n N]``, ``time``, ``VAR=value``."""
+    while words:
+        if words[0] in ("sudo", "nice"):
+            words = words[1:]
+            if words[:1] in (["-u"], ["-n"]):
+                words = words[2:]
+        elif words[0] == "time" or re.match(r"^[A-Z_][A-Z0-9_]*=", words[0]):
+            words = words[1:]
+        else:
+            break
     return words
 
 

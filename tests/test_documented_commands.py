@@ -13,8 +13,9 @@ checked without touching this file.
   the page's placeholders replaced by the repository's data (:func:`_substitute`): ``--help`` and
   ``--version`` forms, ``python -m edgebot --help``, ``bundle info``, ``bundle verify``,
   ``site status|reset``, ``allow``, ``keygen``, ``data summary``, ``eval`` on the bundled IoT-23 44-1
-  log, ``run --pcap`` on the bundled Mirai pcap (the shipped default bundle) and ``run
-  --check-config`` on the example config. Each must exit 0 without "Traceback" on stderr.
+  log, ``prepare`` (the bundled 44-1 log standing in for the IoT-23 files a page downloads), ``run
+  --pcap`` on the bundled Mirai pcap (the shipped default bundle) and ``run --check-config`` on the
+  example config (its bundle and CA paths pointed at the shipped bundle and a throwaway CA). Each must exit 0 without "Traceback" on stderr.
   ``--help`` also runs for every documented command path that is not run itself.
 
 Only parsed, never run (:func:`_not_run_reason` gives each command's reason, printed by the test):
@@ -22,8 +23,10 @@ Only parsed, never run (:func:`_not_run_reason` gives each command's reason, pri
 trained run dir), ``bench`` (measures for minutes; ``make bench``), commands that need a signed
 bundle (``--trust``), a broker or live traffic (``--mqtt``, the example config's mqtts:// broker,
 ``--iface``, ``--zeek-log``), an id from a real gateway's state (``allow --incident``, ``allow
---remove``) or still hold a placeholder (``DATA...``, ``FILE``), bare command names quoted in the
-prose, every ``make`` target and benchmark script (minutes each) and every ``pip install``.
+--remove``), an absolute path of the page's machine (``/shared/...``: never written to) or still
+hold a placeholder (``DATA...``, ``FILE``), bare command names quoted in the prose, a command the
+test does not know yet (only its ``--help`` runs), every ``make`` target and benchmark script
+(minutes each) and every ``pip install``.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ BUNDLE_WORDS = {"bundles/iot23", "bundles/iot23/", "demo-out/bundle", "/var/lib/
 #: The gateway's config (docs/deploy-raspberry-pi.md copies examples/edgebot.toml there).
 CONFIG_WORDS = {"/etc/edgebot/edgebot.toml", "edgebot.toml"}
 PCAP_WORDS = {"/var/lib/edgebot/sample.pcap", "capture.pcap"}
+#: IoT-23 files a page downloads first (docs/training-at-scale.md): the bundled IoT-23 44-1 log stands in.
+DOWNLOADED = re.compile(r"^iot23/.*\*.*conn\.log\.labeled")
 #: Commands that run (by command path); any other runs only its --help.
-RUN_PATHS = {("bundle", "info"), ("bundle", "verify"), ("site", "status"), ("site", "reset"), ("allow",),
+RUN_PATHS = {("prepare",), ("bundle", "info"), ("bundle", "verify"), ("site", "status"), ("site", "reset"), ("allow",),
              ("keygen",), ("data", "summary"), ("eval",), ("run",)}
 #: Commands quoted in the prose that are complete as they stand (`edgebot bundle info`).
-INLINE_RUN_PATHS = {("bundle", "info"), ("bundle", "verify"), ("site", "status"), ("allow",)}
+INLINE_RUN_PATHS = {("prepare",), ("bundle", "info"), ("bundle", "verify"), ("site", "status"), ("allow",)}
 COMPLETE_ALONE = {("bundle", "info"), ("site", "status")}
 NOT_RUN_PATHS = {
     ("train",): "trains the models (minutes of TensorFlow; the tf tests and make demo run it)",
@@ -198,6 +203,10 @@ def _substitute(words: list[str], work: Path) -> tuple[list[str], Optional[str]]
             value = str(config)
         elif value in PCAP_WORDS or (value == "FILE" and before == "--pcap"):
             value = str(PCAP)
+        elif DOWNLOADED.match(value):
+            value = str(datasets.iot23("44-1"))
+        elif value.startswith("/"):
+            return words, f"names a path of the page's machine ({value})"
         elif value.startswith("data/"):
             matches = sorted(datasets.data_root().glob(value[len("data/"):]))
             if not matches:
