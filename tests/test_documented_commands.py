@@ -279,6 +279,7 @@ def _run(argv: list[str], work: Path, env: dict[str, str]) -> subprocess.Complet
     return subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # about 10 s: some 25 subprocesses (make test runs it, make test-fast does not)
 def test_documented_commands_run(tmp_path: Path) -> None:
     """The cheap documented commands exit 0 without a traceback; the others are listed with the reason."""
     work = tmp_path / "clone"
