@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC_GLOBS = ("README.md", "docs/**/*.md", "benchmarks/**/*.md")
 #: Fence languages whose lines are shell commands (an empty string: a fence without a language).
 SHELL_LANGS = {"", "sh", "bash", "console", "shell", "shell-session", "text"}
+#: Fences of a terminal session: only the ``$ `` lines (and their continuations) are commands.
+SESSION_LANGS = {"console", "shell-session"}
 _FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)")
 
 
@@ -73,7 +75,7 @@ def _code_lines(text: str) -> list[tuple[int, str]]:
     lines = text.splitlines()
     fence: Optional[str] = None
     indent = 0
-    shell = False
+    shell = session = False
     previous_blank = True
     in_list = False
     for number, line in enumerate(lines, 1):
@@ -81,12 +83,16 @@ def _code_lines(text: str) -> list[tuple[int, str]]:
             if line.strip().startswith(fence):
                 fence = None
             elif shell:
-                out.append((number, line.strip() if line[:indent].strip() else line[indent:].rstrip()))
+                code = line.strip() if line[:indent].strip() else line[indent:].rstrip()
+                continued = bool(out) and out[-1][0] == number - 1 and out[-1][1].endswith("\\")
+                if not session or code.startswith("$ ") or continued:  # a session's other lines are output
+                    out.append((number, code))
             continue
         match = _FENCE.match(line)
         if match:
             indent, fence = len(match.group(1)), match.group(2)
             shell = match.group(3).lower() in SHELL_LANGS
+            session = match.group(3).lower() in SESSION_LANGS
             continue
         stripped = line.strip()
         if re.match(r"^\s*([-*+]|\d+[.)])\s", line):

@@ -100,12 +100,13 @@ def test_extractor_and_checker_catch_a_broken_page(tmp_path: Path) -> None:
         "```\n\n"
         "```\n   edgebot train ─► run dir     (a drawing)\n```\n\n"
         "Prose quoting `edgebot eval --lern 6h` and `edgebot <gateway_id>`.\n\n"
-        "    .venv/bin/edgebot site status --state-dir state\n",
+        "    .venv/bin/edgebot site status --state-dir state\n\n"
+        "```console\n$ edgebot --version\nedgebot 0.1.0\n```\n",
         encoding="utf-8")
     found = documented_commands(tmp_path)
     assert [(c.line, c.kind, c.inline) for c in found] == [
         (4, "edgebot", False), (5, "edgebot", False), (6, "edgebot", False), (9, "make", False),
-        (18, "edgebot", False), (16, "edgebot", True)]
+        (18, "edgebot", False), (21, "edgebot", False), (16, "edgebot", True)]
     assert found[2].args() == ["allow", "10.0.0.1", "--reason", "a \\# b"]
     problems = {c.where: resolve(c.args(), main)[1] for c in found if c.kind == "edgebot"}
     assert "no option --pcapp (did you mean --pcap?)" in problems["docs/new-page.md:4"]
