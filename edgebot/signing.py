@@ -102,6 +102,7 @@ def generate_key(out: str | os.PathLike[str], *, force: bool = False) -> tuple[P
     private_pem = key.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption())
     public_pem = key.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo)
     try:
+        private_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys/ on a fresh checkout
         atomic_write(private_path, private_pem, mode=FILE_MODE)
         atomic_write(public_path, public_pem, mode=0o644)
     except OSError as exc:

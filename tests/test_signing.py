@@ -46,6 +46,13 @@ def test_keygen_writes_a_private_key_0600_and_a_public_key(tmp_path, keys):
         generate_key(keys["private"])
 
 
+def test_keygen_creates_the_key_directory(tmp_path):
+    """`edgebot keygen --out keys/bundles.key` on a fresh checkout: keys/ is made, private to the user."""
+    private, public, _ = generate_key(tmp_path / "keys" / "bundles.key")
+    assert private.is_file() and public.is_file()
+    assert stat.S_IMODE(os.stat(tmp_path / "keys").st_mode) & 0o077 == 0
+
+
 def test_keygen_cli(tmp_path):
     res = subprocess.run([sys.executable, "-m", "edgebot.cli", "keygen", "--out", str(tmp_path / "k")],
                          capture_output=True, text=True, timeout=60)
