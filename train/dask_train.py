@@ -140,7 +140,20 @@ def _watched(client, what: str, fn, *args, **kwargs):
                                 f"({len(now)} of {len(start_workers)} workers left); training stopped") from None
     if "error" in result:
         exc = result["error"]
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lost: set = set()
+        deadline = time.monotonic() + 5.0
+        while not lost and time.monotonic() < deadline:
+            # XGBoost's collective may notice a dead peer before the scheduler does: ask it a few times
+            try:
+                lost = start_workers - set(client.nthreads())
+            except Exception:  # noqa: BLE001 - the scheduler itself went away
+                break
+            if not lost:
+                time.sleep(0.5)
+        if lost:
+            raise ClusterFailed(f"Dask worker {sorted(lost)[0]} was lost during {what}; training stopped") from None
+        text = str(exc).strip()
+        first = " ".join(text.splitlines()[0].split()) if text else type(exc).__name__
         raise ClusterFailed(f"{what} failed on the Dask cluster: {first}") from None
     return result["value"]
 
