@@ -21,7 +21,7 @@ import numpy as np
 import edgebot
 from edgebot.errors import DataError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
-from edgebot.fusion import FUSER_RAW_FEATURES, fuser_input_names, fuser_inputs, raw_feature_index, reconstruction_error
+from edgebot.fusion import fuser_input_names, reconstruction_error
 from edgebot.train.data import (
     FlowTable,
     PartArrays,
@@ -34,6 +34,7 @@ from edgebot.train.data import (
     part_arrays,
     subsample_per_capture,
 )
+from edgebot.train.fuser import FUSER_MONOTONE, fit_fusers, fuser_monotone  # noqa: F401 - re-exported
 from edgebot.train.metrics import binary_metrics, threshold_for_fpr
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,6 @@ class TrainConfig:
     def quick(cls) -> "TrainConfig":
         return cls(epochs=4, patience=2, max_flows_per_capture=6000, rf_trees=60, xgb_trees=120,
                    fuser_trees=60, fuser_rf_trees=60, fuser_folds=3)
-
-
-#: Monotone constraints of the XGBoost fuser over FUSER_INPUT_NAMES: +1 on the hybrid's
-#: probability and the anomaly score, free on the raw features.
-FUSER_MONOTONE = (1, 1) + (0,) * len(FUSER_RAW_FEATURES)
-
-
-def fuser_monotone(profile: FeatureProfile) -> tuple[int, ...]:
-    """:data:`FUSER_MONOTONE` for a feature profile's fuser inputs."""
-    return (1, 1) + (0,) * len(profile.fuser_raw_features)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,15 +186,6 @@ def _calibration_sample(windows: np.ndarray, y: np.ndarray, n: int, rng: np.rand
     return windows[np.sort(chosen)]
 
 
-def _stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """Fold number ``(n,) int`` per row, each class spread evenly over ``k`` folds."""
-    folds = np.zeros(len(y), dtype=np.int64)
-    for cls in (0, 1):
-        idx = np.flatnonzero(y == cls)
-        folds[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % k
-    return folds
-
-
 # ----------------------------------------------------------------------------------------------
 # the models
 
@@ -239,20 +221,6 @@ def _proba(model, X: np.ndarray) -> np.ndarray:
     if len(X) == 0:
         return np.zeros(0, dtype=np.float32)
     return model.predict_proba(X)[:, 1].astype(np.float32)
-
-
-def _stacked_scores(make_model, X: np.ndarray, y: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
-    """Out-of-fold scores of a stacker on its own training rows (for an honest threshold)."""
-    fold = _stratified_folds(y, folds, rng)
-    oof = np.zeros(len(y), dtype=np.float32)
-    for k in range(folds):
-        held = fold == k
-        if not held.any():
-            continue
-        model = make_model()
-        model.fit(X[~held], y[~held])
-        oof[held] = _proba(model, X[held])
-    return oof
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,7 +370,7 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     profile = get_profile(table.profile)
     t = _fit_networks(state, tr, va, te, window, cfg, seed, progress, t, profile.sequence == "feature-axis")
     t = _fit_autoencoder(state, tr, va, te, cfg, progress, t)
-    t = _fit_fusers(state, va, te, cfg, seed, progress, t, profile)
+    t = fit_fusers(state, va, te, cfg, seed, progress, t, profile)
     _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
     metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
                         fpr_budget=fpr_budget, cfg=cfg)
@@ -466,33 +434,6 @@ def _fit_autoencoder(state: _Trained, tr: PartArrays, va: PartArrays, te: PartAr
     state.models["autoencoder"] = ae
     state.val_scores["autoencoder"], state.test_scores["autoencoder"] = val_err, test_err
     return state.lap("autoencoder", t)
-
-
-def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, progress: bool,
-                t: float, profile: FeatureProfile) -> float:
-    """XGBoost and Random Forest fusers, trained on validation rows (never seen by the base models).
-
-    Their validation scores are out-of-fold, so the thresholds set on them are honest.
-    """
-    raw_index = raw_feature_index(profile.feature_names, profile.fuser_raw_features)
-    if len(raw_index) != len(profile.fuser_raw_features):
-        missing = sorted(set(profile.fuser_raw_features) - set(profile.feature_names))
-        raise DataError(f"the featurizer lacks the fuser's raw features {missing}; update edgebot.fusion")
-    inputs = {
-        part: fuser_inputs(scores["cnn_lstm"], scores["autoencoder"] / state.ae_threshold, arrays.last, raw_index)
-        for part, scores, arrays in (("val", state.val_scores, va), ("test", state.test_scores, te))
-    }
-    makers = {
-        "fused": lambda: _xgb_classifier(cfg.fuser_trees, cfg.fuser_max_depth, seed, cfg.threads,
-                                         monotone=fuser_monotone(profile) if cfg.fuser_monotone else None),
-        "fused_rf": lambda: _rf_classifier(cfg.fuser_rf_trees, 8, seed, cfg.threads, min_leaf=2),
-    }
-    for name, make in makers.items():
-        state.val_scores[name] = _stacked_scores(make, inputs["val"], va.y, cfg.fuser_folds,
-                                                 np.random.default_rng(seed))
-        state.models[name] = _fit_with_bar(make(), inputs["val"], va.y, name, progress)
-        state.test_scores[name] = _proba(state.models[name], inputs["test"])
-    return state.lap("fusers", t)
 
 
 def _set_thresholds(state: _Trained, va: PartArrays, fpr_budget: float, per_capture: bool = True) -> None:
