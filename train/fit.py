@@ -21,7 +21,7 @@ import numpy as np
 import edgebot
 from edgebot.errors import DataError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
-from edgebot.fusion import fuser_input_names, reconstruction_error
+from edgebot.fusion import reconstruction_error
 from edgebot.train.data import (
     FlowTable,
     PartArrays,
@@ -34,7 +34,7 @@ from edgebot.train.data import (
     part_arrays,
     subsample_per_capture,
 )
-from edgebot.train.fuser import FUSER_MONOTONE, fit_fusers, fuser_monotone  # noqa: F401 - re-exported
+from edgebot.train.fuser import FUSER_MONOTONE, fit_fusers, fuser_importance, fuser_monotone  # noqa: F401 - re-exported
 from edgebot.train.metrics import binary_metrics, threshold_for_fpr
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,12 @@ class TrainConfig:
     #: the XGBoost fuser's score never decreases when the hybrid's probability or the anomaly
     #: score rises (monotone constraints on its first two inputs).
     fuser_monotone: bool = True
+    #: the fuser sees every feature of a flow (not only the profile's short list), so the flow-level
+    #: XGBoost can be one of its candidates (see :func:`edgebot.train.fuser.fit_fusers`).
+    fuser_all_features: bool = True
+    #: the flow XGBoost inside the fuser keeps at most so many trees that the fuser JSON stays near
+    #: this size (the bundle's budget is 300 KB with both networks).
+    fuser_max_bytes: int = 230_000
     #: the autoencoder's threshold: this quantile of benign validation reconstruction errors.
     ae_quantile: float = 0.99
     #: in the FPR budget a benign capture's flows weigh together at most as much as
@@ -350,6 +356,7 @@ class _Trained:
     thresholds: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     ae_threshold: float = 0.0
+    fuser_choice: dict = field(default_factory=dict)
 
     def lap(self, name: str, since: float) -> float:
         now = time.monotonic()
@@ -370,7 +377,7 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     profile = get_profile(table.profile)
     t = _fit_networks(state, tr, va, te, window, cfg, seed, progress, t, profile.sequence == "feature-axis")
     t = _fit_autoencoder(state, tr, va, te, cfg, progress, t)
-    t = fit_fusers(state, va, te, cfg, seed, progress, t, profile)
+    t = fit_fusers(state, va, te, cfg, seed, progress, t, profile, fpr_budget)
     _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
     metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
                         fpr_budget=fpr_budget, cfg=cfg)
@@ -488,6 +495,7 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
     metrics["config"] = {"window": window, "profile": profile.name, "sequence": profile.sequence,
                          "seed": seed, "quick": quick, "fpr_budget": fpr_budget,
                          "label_mode": "binary", **asdict(cfg)}
+    metrics["fuser_choice"] = state.fuser_choice
     return metrics
 
 
@@ -499,7 +507,7 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
 
     for name in ("cnn_lstm", "cnn", "lstm", "autoencoder"):
         state.models[name].save(run / f"{name}.keras")
-    state.models["fused"].get_booster().save_model(str(run / "fuser.json"))
+    state.models["fused"].save_model(str(run / "fuser.json"))
     state.models["xgboost"].get_booster().save_model(str(run / "xgboost_flow.json"))
     joblib.dump(state.models["fused_rf"], run / "fuser_rf.joblib")
     joblib.dump(state.models["random_forest"], run / "random_forest.joblib")
@@ -509,8 +517,9 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
         "scaler": scaler.to_dict(),
         "window": window,
         "sequence": profile.sequence,
-        "fuser_raw_features": list(profile.fuser_raw_features),
-        "fuser_inputs": list(fuser_input_names(profile)),
+        "fuser_raw_features": list(state.fuser_choice["raw_features"]),
+        "fuser_inputs": ["hybrid_prob", "anomaly_score", *state.fuser_choice["raw_features"]],
+        "fuser_choice": state.fuser_choice,
         "ae_threshold": state.ae_threshold,
         "fused_threshold": state.thresholds["fused"],
         "hybrid_threshold": state.thresholds["cnn_lstm"],
@@ -548,7 +557,8 @@ def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, pro
         "Random Forest on single flows (impurity)":
             dict(zip(names, state.models["random_forest"].feature_importances_.tolist())),
         "XGBoost fuser inputs (gain)":
-            dict(zip(fuser_input_names(profile), state.models["fused"].feature_importances_.tolist())),
+            fuser_importance(state.models["fused"], ["hybrid_prob", "anomaly_score",
+                                                     *state.fuser_choice["raw_features"]]),
     }
     write_report(run, metrics, labels=te.y, scores=state.test_scores, history=state.histories,
                  importance=importance, timings=state.timings)
