@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS))
     ap.add_argument("--json", type=Path, default=HERE / "fusion_seeds.json")
     ap.add_argument("--md", type=Path, default=HERE / "FUSION.md")
+    ap.add_argument("--merge", type=Path, nargs="+", default=[],
+                    help="add the rows of these JSON files (another process's) to --json and rewrite the table")
     ap.add_argument("--one", nargs=3, metavar=("SET", "CONFIG", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, default=None, help="run dirs go here (default: a temporary dir)")
     args = ap.parse_args(argv)
@@ -123,10 +125,15 @@ def main(argv=None) -> int:
         work = args.work or Path(tempfile.mkdtemp(prefix="fusion-"))
         print(json.dumps(run_one(data, config, int(seed), work)))
         return 0
-    rows = json.loads(args.json.read_text()) if args.json.exists() else []
-    done = {(r["set"], r["config"], r["seed"]) for r in rows}
     command = "nice -n 10 python benchmarks/fusion_seeds.py --configs quick && " \
               "nice -n 10 python benchmarks/fusion_seeds.py --configs full"
+    rows = _read(args.json)
+    if args.merge:
+        rows = _merged(rows, *(_read(p) for p in args.merge))
+        args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        write_markdown(rows, args.md, command)
+        return 0
+    done = {(r["set"], r["config"], r["seed"]) for r in rows}
     with tempfile.TemporaryDirectory(prefix="fusion-") as tmp:
         for config in args.configs:
             for data in args.sets:
@@ -140,8 +147,7 @@ def main(argv=None) -> int:
                         print(f"{data} {config} seed {seed}: failed: {tail}", file=sys.stderr)
                         continue
                     row = json.loads(proc.stdout.strip().splitlines()[-1])
-                    rows.append(row)
-                    rows.sort(key=lambda r: (SETS.index(r["set"]), CONFIGS.index(r["config"]), r["seed"]))
+                    rows = _merged(_read(args.json), rows, [row])
                     args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
                     write_markdown(rows, args.md, command)
                     print(f"{data} {config} seed {seed}: fused {row['test_f1']['fused']:.4f}, best single "
@@ -149,6 +155,16 @@ def main(argv=None) -> int:
                           flush=True)
                     shutil_rm(Path(tmp) / f"{data}-{config}-{seed}")
     return 0
+
+
+def _read(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+def _merged(*lists: list[dict]) -> list[dict]:
+    """Rows of every list, one per (set, config, seed) (the last wins), in table order."""
+    by_key = {(r["set"], r["config"], r["seed"]): r for rows in lists for r in rows}
+    return sorted(by_key.values(), key=lambda r: (SETS.index(r["set"]), CONFIGS.index(r["config"]), r["seed"]))
 
 
 def shutil_rm(path: Path) -> None:
