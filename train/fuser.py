@@ -129,11 +129,14 @@ def _boost_on(base: Optional[Any], X: np.ndarray, y: np.ndarray, cfg: Any, seed:
 def _first_trees(flow: Any, budget: int) -> Any:
     """The flow model's first trees, as many as fit in ``budget`` bytes (all of them if they fit)."""
     n_trees, size = flow.num_boosted_rounds(), booster_bytes(flow)
-    if size <= budget or n_trees <= 1:
-        return flow
-    keep = max(1, int(n_trees * budget / size))
-    log.info("the fuser keeps the flow XGBoost's first %d of %d trees (%d of %d bytes)", keep, n_trees, budget, size)
-    return flow[:keep]
+    keep, kept = n_trees, flow
+    while size > budget and keep > 1:  # trees differ in size: shrink until the JSON fits
+        keep = max(1, min(keep - 1, int(keep * budget / size)))
+        kept = flow[:keep]
+        size = booster_bytes(kept)
+    if keep < n_trees:
+        log.info("the fuser keeps the flow XGBoost's first %d of %d trees (%d bytes)", keep, n_trees, size)
+    return kept
 
 
 def _oof(fit_rows, X: np.ndarray, y: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -195,10 +198,9 @@ def fit_fusers(state: Any, va: PartArrays, te: PartArrays, cfg: Any, seed: int, 
         oof["xgboost"] = predict_booster(boosters["xgboost"], inputs["val"])
         base = boosters["xgboost"]
         stacked = _boost_on(base, inputs["val"], va.y, cfg, seed, monotone)
-        excess = booster_bytes(stacked) - cfg.fuser_max_bytes
-        if excess > 0:  # make room for the correction trees
-            per_tree = booster_bytes(base) / base.num_boosted_rounds()
-            base = base[:max(1, base.num_boosted_rounds() - int(np.ceil(excess / per_tree)))]
+        extra = booster_bytes(stacked) - booster_bytes(base)  # the correction trees' share
+        if booster_bytes(stacked) > cfg.fuser_max_bytes:  # make room for them
+            base = _first_trees(base, cfg.fuser_max_bytes - extra)
             stacked = _boost_on(base, inputs["val"], va.y, cfg, seed, monotone)
         boosters["stacked"] = stacked
         oof["stacked"] = _oof(lambda X, y: _boost_on(base, X, y, cfg, seed, monotone), inputs["val"], va.y,
