@@ -26,11 +26,12 @@ def main() -> dict:
         pass
     import numpy as np
 
+    from edgebot import datasets
     from edgebot.features import MinMaxScaler, featurize
     from edgebot.readers import open_flows
     from edgebot.windows import HostWindows, make_windows
 
-    flows = list(open_flows(REPO / "data/iot23/CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"))
+    flows = list(open_flows(datasets.iot23("34-1")))
     n = len(flows)
 
     def timed(fn):

@@ -46,9 +46,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from edgebot import datasets
+
 REPO = Path(__file__).resolve().parents[1]
-MIRAI_PCAP = REPO / "data" / "pcaps" / "iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
-MIRAI_LOG = REPO / "data" / "iot23" / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"
+MIRAI_PCAP = datasets.pcap("mirai_34_1")
+MIRAI_LOG = datasets.iot23("34-1")
 INFECTED = "192.168.1.195"
 SCANNER = "192.168.1.50"
 TARGET_RSS_MB = 120.0

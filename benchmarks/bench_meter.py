@@ -44,6 +44,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from edgebot import datasets
 from edgebot.edge.meter import FlowMeter
 from edgebot.edge.pcapfile import PcapReader
 from edgebot.edge.sources.pcap import PcapSource
@@ -51,10 +52,10 @@ from edgebot.edge.sources.pcap import PcapSource
 REPO = Path(__file__).resolve().parents[1]
 
 PCAPS = {
-    "4-1 honeypot": REPO / "data/pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz",
-    "34-1 Mirai C&C": REPO / "data/pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz",
+    "4-1 honeypot": datasets.pcap("hue_4_1"),
+    "34-1 Mirai C&C": datasets.pcap("mirai_34_1"),
 }
-CONN_4_1 = REPO / "data/iot23/CTU-Honeypot-Capture-4-1.conn.log.labeled.xz"
+CONN_4_1 = datasets.iot23("4-1")
 
 
 def machine() -> Dict[str, object]:

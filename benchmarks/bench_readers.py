@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgebot import datasets
 from edgebot.readers import open_flows
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_LOG = DATA / "iot23" / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"
+DEFAULT_LOG = datasets.iot23("34-1")
 
 
 def rows_per_second(path: Path, repeats: int) -> tuple[float, int]:

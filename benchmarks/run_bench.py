@@ -22,12 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgebot import datasets
 from edgebot.edge.bench import format_bench, measure_pipeline, run_bench
 
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
-PCAP_MIRAI = REPO / "data/pcaps/iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
-PCAP_HUE = REPO / "data/pcaps/iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz"
+PCAP_MIRAI = datasets.pcap("mirai_34_1")
+PCAP_HUE = datasets.pcap("hue_4_1")
 #: Kitsune-py, the peer a user might pick instead: ymirsky/Kitsune-py at commit 7c8ea51e with tshark parsing
 #: and numpy<2, the whole process timed, median of 3, on this class of machine (2 x86-64 cores). Not re-run by
 #: this script: Kitsune-py is not installable from a registry; rerun it from that commit to check these figures.
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         data = json.loads((args.out / "results.json").read_text())
         data["analysis"] = ANALYSIS
         data = _relative_paths(data)
-    (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        (args.out / "results.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         (args.out / "RESULTS.md").write_text(write_results(data, data["command"]))
         return 0
     command = "python benchmarks/run_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])

@@ -39,20 +39,9 @@ def _peak_rss_mb() -> float:
 
 
 def _time_calls(fn, repeat: int, warmup: int) -> list[float]:
-    import gc
+    from edgebot.timing import time_calls
 
-    for _ in range(warmup):
-        fn()
-    out = []
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
-    finally:
-        gc.enable()
-    return out
+    return time_calls(fn, repeat, warmup)
 
 
 def _convert_float(model) -> bytes:

@@ -35,20 +35,19 @@ from edgebot.bundle import (
     load_bundle,
     write_manifest,
 )
-from edgebot.errors import BundleError, CheckFailed, DataError
+from edgebot.errors import BundleError, CheckFailed
 from edgebot.evaluate import binary_rates
-from edgebot.features import FeatureProfile, get_profile
 from edgebot.fusion import FUSER_INPUT_NAMES, reconstruction_error
+from edgebot.rundir import CONVERT_INPUTS, NPZ_KEYS, RunDir, RunSpec  # noqa: F401 - NPZ_KEYS re-exported
+from edgebot.statefiles import staged_dir
 from edgebot.windows import last_rows
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: Run-dir files the converter reads (see docs/run-dir.md).
-RUN_INPUTS: tuple[str, ...] = ("cnn_lstm.keras", "autoencoder.keras", "fuser.json", "spec.json", "data.npz")
-#: Arrays of data.npz the converter reads.
-NPZ_KEYS: tuple[str, ...] = ("calib_windows", "test_windows", "test_labels")
+#: Run-dir files the converter reads (edgebot.rundir.CONVERT_INPUTS; see docs/run-dir.md).
+RUN_INPUTS: tuple[str, ...] = CONVERT_INPUTS
 #: The three files that count toward the bundle's size budget.
 MODEL_FILES: tuple[str, ...] = (HYBRID_FILE, AUTOENCODER_FILE, FUSER_FILE)
 #: Seconds before the worker is considered hung.
@@ -59,94 +58,21 @@ WORKER_TIMEOUT = 1800
 # the run dir
 
 
-def run_profile(spec: dict) -> FeatureProfile:
-    """The installed feature profile a run's spec.json names (runs without one are ``zeek``).
-
-    Raises
-    ------
-    BundleError
-        A profile this edgebot does not know.
-    """
-    feat = spec.get("featurizer") or {}
-    try:
-        return get_profile(feat.get("profile"))
-    except DataError as exc:
-        raise BundleError(f"run was trained on a feature profile this edgebot lacks ({exc}): upgrade edgebot")
-
-
-def read_run_dir(run_dir: Path) -> tuple[dict, dict]:
-    """Check a run dir before anything is converted.
+def read_run_dir(run_dir: Path) -> RunDir:
+    """Check a run dir before anything is converted (:meth:`edgebot.rundir.RunDir.open`).
 
     Returns
     -------
-    (spec, metrics)
-        ``spec.json`` and ``metrics.json`` (``{}`` when the latter is absent).
+    RunDir
+        The validated ``spec.json`` and ``metrics.json`` (``{}`` when the latter is absent).
 
     Raises
     ------
     BundleError
-        A missing model or file, a featurizer other than the installed one, arrays of the
-        wrong shape.
+        A missing model or file, a spec that breaks the schema, a featurizer other than the
+        installed one, arrays of the wrong shape.
     """
-    if not run_dir.is_dir():
-        raise BundleError(f"run dir {run_dir} is not a directory: give the --out of `edgebot train`")
-    missing = [name for name in RUN_INPUTS if not (run_dir / name).is_file()]
-    if missing:
-        models = [m for m in missing if m.endswith(".keras") or m == "fuser.json"]
-        what = "model" if models else "file"
-        raise BundleError(
-            f"run dir {run_dir} has no {', '.join(missing)} ({what} missing): train it completely with `edgebot train`"
-        )
-    try:
-        spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{run_dir / 'spec.json'} is not valid JSON ({exc.__class__.__name__}): retrain the run")
-    need = ("featurizer", "scaler", "window", "fuser_raw_features", "ae_threshold", "fused_threshold",
-            "hybrid_threshold", "versions")
-    lacking = [k for k in need if k not in spec]
-    if lacking:
-        raise BundleError(f"{run_dir / 'spec.json'} lacks {', '.join(lacking)}: retrain the run with this edgebot")
-    profile = run_profile(spec)
-    feat = spec["featurizer"]
-    if feat.get("n_features") != profile.n_features:
-        raise BundleError(
-            f"run was trained on {feat.get('n_features')} features per flow, the {profile.name} featurizer gives "
-            f"{profile.n_features}: retrain with this edgebot"
-        )
-    if feat.get("hash") != profile.hash:
-        raise BundleError(
-            f"run was trained with {profile.name} featurizer hash {feat.get('hash')}, the installed one is "
-            f"{profile.hash}: retrain with this edgebot"
-        )
-    label_mode = spec.get("label_mode", "binary")
-    if label_mode != "binary":
-        raise BundleError(f"run has label_mode {label_mode!r}; the bundle supports binary runs only")
-    try:
-        with np.load(run_dir / "data.npz", allow_pickle=False) as data:
-            absent = [k for k in NPZ_KEYS if k not in data.files]
-            shapes = {k: data[k].shape for k in NPZ_KEYS if k in data.files}
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"{run_dir / 'data.npz'} cannot be read ({exc.__class__.__name__}): retrain the run")
-    if absent:
-        raise BundleError(f"{run_dir / 'data.npz'} lacks {', '.join(absent)}: retrain the run with this edgebot")
-    steps, channels = profile.input_shape(int(spec["window"]))
-    for key in ("calib_windows", "test_windows"):
-        if len(shapes[key]) != 3 or tuple(shapes[key][1:]) != (steps, channels):
-            raise BundleError(
-                f"data.npz {key} has shape {shapes[key]}, expected (n, {steps}, {channels}): retrain the run"
-            )
-    if shapes["calib_windows"][0] == 0:
-        raise BundleError("data.npz has no calibration windows: retrain the run")
-    if shapes["test_labels"] != (shapes["test_windows"][0],):
-        raise BundleError("data.npz test_labels and test_windows differ in length: retrain the run")
-    metrics_path = run_dir / "metrics.json"
-    metrics = {}
-    if metrics_path.is_file():
-        try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("%s is not valid JSON; the manifest will carry no training metrics", metrics_path)
-    return spec, metrics
+    return RunDir.open(run_dir, CONVERT_INPUTS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -240,21 +166,37 @@ def export_fuser(run_dir: Path, out: Path, n_inputs: int) -> None:
     booster.save_model(str(out / FUSER_FILE))
 
 
-def _training_section(spec: dict, metrics: dict) -> dict:
+def _training_section(spec: RunSpec, metrics: dict) -> dict:
     models = metrics.get("models", {})
-    return {
-        "split": spec.get("split", metrics.get("split", {})),
-        "fpr_budget": spec.get("fpr_budget", metrics.get("fpr_budget")),
-        "seed": spec.get("seed"),
-        "data": spec.get("data", []),
+    extra = {"command": spec.command} if spec.command else {}
+    return {**extra,
+        "split": spec.data.get("split", metrics.get("split", {})),
+        "fpr_budget": spec.data.get("fpr_budget", metrics.get("fpr_budget")),
+        "seed": spec.seed,
+        "data": list(spec.files),
         "metrics": {name: {k: m.get(k) for k in ("accuracy", "precision", "recall", "f1", "fpr", "roc_auc")}
                     for name, m in models.items() if isinstance(m, dict)},
     }
 
 
-def build_manifest(spec: dict, metrics: dict, worker: dict, out: Path, files: list[str]) -> dict:
+_TIMINGS = ("int8_scoring_seconds", "converter_seconds")
+
+
+def _reproducible() -> bool:
+    """``$SOURCE_DATE_EPOCH`` is set: build the same bytes from the same run (no clock in the bundle)."""
+    return os.environ.get("SOURCE_DATE_EPOCH", "").strip().isdigit()
+
+
+def _created() -> str:
+    """Now in ISO 8601 UTC, or ``$SOURCE_DATE_EPOCH`` when set (reproducible builds: `make bundle`)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return when.replace(microsecond=0).isoformat()
+
+
+def build_manifest(spec: RunSpec, metrics: dict, worker: dict, out: Path, files: list[str]) -> dict:
     """The manifest of a bundle in ``out`` (see docs/bundle.md for every key)."""
-    versions = {"edgebot_convert": edgebot.__version__, **spec.get("versions", {})}
+    versions = {"edgebot_convert": edgebot.__version__, **spec.versions}
     versions["converter_tensorflow"] = worker["versions"]["tensorflow"]
     versions["converter_keras"] = worker["versions"]["keras"]
     versions["fuser_xgboost"] = _xgboost_version()
@@ -264,18 +206,18 @@ def build_manifest(spec: dict, metrics: dict, worker: dict, out: Path, files: li
     return {
         "schema_version": SCHEMA_VERSION,
         "edgebot_version": edgebot.__version__,
-        "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "created": _created(),
         "label_mode": "binary",
-        "featurizer": run_profile(spec).info(),
-        "scaler": spec["scaler"],
-        "window": int(spec["window"]),
+        "featurizer": spec.installed_profile().info(),
+        "scaler": spec.scaler,
+        "window": spec.window,
         "models": models,
         "fuser": {"file": FUSER_FILE, "format": "xgboost-json", "objective": "binary:logistic",
-                  "inputs": list(FUSER_INPUT_NAMES[:2]) + list(spec["fuser_raw_features"]),
-                  "raw_features": list(spec["fuser_raw_features"]),
-                  **_fuser_choice(spec)},
-        "thresholds": {"fused": float(spec["fused_threshold"]), "hybrid": float(spec["hybrid_threshold"]),
-                       "autoencoder": float(spec["ae_threshold"])},
+                  "inputs": list(FUSER_INPUT_NAMES[:2]) + list(spec.fuser_raw_features),
+                  "raw_features": list(spec.fuser_raw_features),
+                  **_fuser_choice(spec.data)},
+        "thresholds": {"fused": spec.fused_threshold, "hybrid": spec.hybrid_threshold,
+                       "autoencoder": spec.ae_threshold},
         "calibration": {"samples": worker["calibration_samples"], "source": "run data.npz calib_windows "
                         "(training windows, stratified over classes); the autoencoder on their last rows"},
         "versions": versions,
@@ -358,16 +300,6 @@ def _check_out(out: Path, force: bool) -> None:
             raise BundleError(f"--out {out} exists and is not a bundle; choose another path or empty it")
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005, force: bool = False,
                 threads: int = 2, calib_limit: int = 2000, timeout: float = WORKER_TIMEOUT,
                 sign_key: PathLike | None = None) -> dict[str, Any]:
@@ -419,19 +351,16 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         from edgebot.signing import load_private_key
 
         signing_key = load_private_key(sign_key)  # before the conversion: a bad key fails in a second, not minutes
-    spec, metrics = read_run_dir(run_dir)
+    run = read_run_dir(run_dir)
+    spec, metrics = run.spec, run.metrics
     _check_out(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / ".work").mkdir(parents=True)
-    try:
+    with staged_dir(out) as tmp:
+        (tmp / ".work").mkdir()
         worker = run_worker(run_dir, tmp / ".work", threads=threads, calib_limit=calib_limit, timeout=timeout)
         for key in ("hybrid", "autoencoder"):
             name = worker["models"][key]["file"]
             (tmp / ".work" / name).rename(tmp / name)
-        export_fuser(run_dir, tmp, 2 + len(spec["fuser_raw_features"]))
+        export_fuser(run_dir, tmp, 2 + len(spec.fuser_raw_features))
         files = [HYBRID_FILE, AUTOENCODER_FILE, FUSER_FILE]
         manifest = build_manifest(spec, metrics, worker, tmp, files)
         write_manifest(tmp, manifest)
@@ -442,7 +371,10 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
         verification["max_f1_drop"] = max_f1_drop
         verification["passed"] = verification["f1_drop"] <= max_f1_drop + 1e-12
         verification["converter_seconds"] = worker.get("seconds", {})
-        (tmp / VERIFICATION_FILE).write_text(json.dumps(verification, indent=2) + "\n", encoding="utf-8")
+        # timings differ between two conversions of the same run: a reproducible build (SOURCE_DATE_EPOCH,
+        # `make bundle`) leaves them out of the file, so the same run gives the same bundle id
+        written_v = {k: v for k, v in verification.items() if not (_reproducible() and k in _TIMINGS)}
+        (tmp / VERIFICATION_FILE).write_text(json.dumps(written_v, indent=2) + "\n", encoding="utf-8")
         if not verification["passed"]:
             f, q = verification["float"]["f1"], verification["int8"]["f1"]
             raise CheckFailed(
@@ -459,10 +391,6 @@ def convert_run(run_dir: PathLike, out: PathLike, *, max_f1_drop: float = 0.005,
 
             signed_by = sign_bundle(tmp, signing_key)["key_id"]
         shutil.rmtree(tmp / ".work")
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     verification["bundle"] = str(out)
     verification["digest"] = written.bundle_id
     verification["bundle_id"] = written.bundle_id[:12]

@@ -30,6 +30,8 @@ from typing import Iterator
 
 import numpy as np
 
+from edgebot.rundir import read_spec
+
 log = logging.getLogger(__name__)
 
 STAGE_PREFIX = "edgebot-worker stage: "
@@ -166,8 +168,7 @@ def run(run_dir: Path, out: Path, threads: int, calib_limit: int) -> dict:
         idx = np.unique(np.linspace(0, len(calib) - 1, calib_limit).round().astype(np.int64))
         calib = calib[idx]
     # host windows (n, T, F); the feature-axis layout (n, F, 1) has its flow along axis 1
-    spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
-    feature_axis = spec.get("sequence", "host-windows") == "feature-axis"
+    feature_axis = read_spec(run_dir).sequence == "feature-axis"
     _, T, C = calib.shape
     F = T if feature_axis else C
 

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from edgebot.edge.plugins import Sink, Source
 from edgebot.flow import FlowRecord
+from edgebot.timing import percentiles
 from edgebot.windows import HostWindows
 
 from .scorers import Scorer, make_scorer
-from .summary import AgentSummary, LatencyRing, current_rss_mb, peak_rss_mb, percentiles
+from .summary import AgentSummary, LatencyRing, current_rss_mb, peak_rss_mb
 
 if TYPE_CHECKING:
     from edgebot.edge.config import AgentConfig
@@ -50,6 +51,7 @@ class Agent:
         self.judge: Any = None
         self.site: Any = None
         self.recent: Any = None
+        self.commands: Any = None  # operator commands over MQTT (edge/sinks/mqtt_commands.py), set by init_commands
         self._last_housekeeping = 0.0
         self._last_site_save = 0.0
         self.scorer: Scorer = None  # type: ignore[assignment]  # one per sequence layout, set by init_scorer
@@ -63,6 +65,7 @@ class Agent:
         self.init_incidents()
         self.init_scorer()
         self.init_sinks()
+        self.init_commands()
         self.init_source()
         self.init_signals()
         self.init_gc()
@@ -73,8 +76,12 @@ class Agent:
             from edgebot.bundle import load_bundle
 
             self.bundle = load_bundle(self.cfg.bundle, trust=self.cfg.trust_key)
-        log.info("bundle %s (%s) loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
-                 self.bundle.version, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
+        from edgebot.shipped import is_default
+
+        which = " (the default bundle shipped with edgebot; --bundle to use another)" \
+            if is_default(getattr(self.bundle, "path", self.cfg.bundle or "")) else ""
+        log.info("bundle %s (%s)%s loaded: window %d, threshold %.4f, runtime %s", self.bundle.bundle_id,
+                 self.bundle.version, which, self.bundle.window, self.threshold, getattr(self.bundle, "runtime", "?"))
 
     @property
     def threshold(self) -> float:
@@ -122,6 +129,12 @@ class Agent:
             from edgebot.edge.sinks import build_sinks
 
             self.sink = build_sinks(self.cfg)
+
+    def init_commands(self) -> None:
+        """MQTT sinks take operator commands (``<prefix>/<gw>/cmd``); they are carried out in :meth:`housekeeping`."""
+        from edgebot.edge.sinks.mqtt_commands import attach_commands
+
+        self.commands = attach_commands(self.sink, self.judge, self.cfg.state_path(), self._publish)
 
     def init_source(self) -> None:
         if self.source is None:
@@ -210,10 +223,13 @@ class Agent:
         self.sink.check()  # refused credentials or TLS end the run with a clear error
 
     def housekeeping(self, now: float) -> None:
-        """Once a second: apply changed allow rules; save the site profile every ``site.save_interval_s``."""
+        """Once a second: carry out MQTT commands, apply changed allow rules; save the site profile every
+        ``site.save_interval_s``."""
         self._last_housekeeping = now
         if self.judge is None:
             return
+        if self.commands is not None:
+            self.commands.run_pending()
         self._publish(self.judge.apply_allow_changes())
         state_dir = self.cfg.state_path()
         if self.site is not None:

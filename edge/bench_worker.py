@@ -30,19 +30,9 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Optional  # noqa: E402
 
+from edgebot.lean import blocked_training_stack, loaded_training_stack  # noqa: E402
+
 log = logging.getLogger(__name__)
-
-_HEAVY = ("tensorflow", "keras", "sklearn", "pandas")
-
-
-def _heavy_loaded() -> list[str]:
-    return sorted({m.split(".")[0] for m in sys.modules
-                   if m.split(".")[0] in _HEAVY and sys.modules[m] is not None})
-
-
-def _blocked() -> list[str]:
-    return sorted(m for m in _HEAVY if m in sys.modules and sys.modules[m] is None)
-
 
 def _config(bundle: str, pcap: Optional[str]) -> Any:
     from edgebot.edge.config import load_config
@@ -71,6 +61,9 @@ class _SyntheticSource:
 
     def stats(self) -> dict:
         return {"packets": 0}
+
+    def close(self) -> None:
+        """Nothing to release (the flows are in memory)."""
 
 
 def mode_agent(args: argparse.Namespace) -> dict:
@@ -103,7 +96,7 @@ def mode_agent(args: argparse.Namespace) -> dict:
         "t_main": T_MAIN, "t_imported": t_imported, "t_bundle_loaded": t_bundle, **marks,
         "peak_rss_mb": peak_rss_mb(), "flows": summary.flows, "packets": summary.packets,
         "workload": f"replay of {Path(args.pcap).name}" if args.pcap else "2,048 synthetic flows",
-        "blocked_modules": _blocked(), "training_stack_loaded": _heavy_loaded(),
+        "blocked_modules": blocked_training_stack(), "training_stack_loaded": loaded_training_stack(),
     }
 
 
@@ -144,7 +137,7 @@ def mode_pipeline(args: argparse.Namespace) -> dict:
                      "cpu_seconds": cpu, "verdict_latency_ms": summary.verdict_latency_ms,
                      "incidents": dict(summary.incidents)})
     return {"runs": runs, "core": core, "peak_rss_mb": peak_rss_mb(), "sink": args.sink,
-            "training_stack_loaded": _heavy_loaded()}
+            "training_stack_loaded": loaded_training_stack()}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -62,6 +62,18 @@ def parse_command(payload: bytes) -> dict[str, Any]:
     return cmd
 
 
+def _lenient_id(payload: bytes) -> Any:
+    """The ``id`` of a command (a string or an integer), read before its checks; None if there is none."""
+    if len(payload) > MAX_COMMAND_BYTES:
+        return None
+    try:
+        cmd = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    cmd_id = cmd.get("id") if isinstance(cmd, dict) else None
+    return cmd_id if isinstance(cmd_id, (str, int)) and not isinstance(cmd_id, bool) else None
+
+
 class CommandHandler:
     """Carries out commands against a running agent's judge (allow rules, site profile).
 
@@ -84,10 +96,9 @@ class CommandHandler:
 
     def handle(self, payload: bytes) -> dict[str, Any]:
         """One command -> its reply (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``)."""
-        cmd_id: Optional[Any] = None
+        cmd_id: Optional[Any] = _lenient_id(payload)  # an error reply repeats it too
         try:
             cmd = parse_command(payload)
-            cmd_id = cmd.get("id")
             result = getattr(self, "_" + cmd["command"].replace("-", "_"))(cmd)
             self.handled += 1
             reply = {"ok": True, "command": cmd["command"], **result}

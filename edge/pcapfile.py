@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import logging
 import lzma
 import os
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator, List, Optional, Tuple
 
 from edgebot.errors import SourceError
+from edgebot.readers.common import sniff_compression
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class PcapStats:
     truncated_stream: int = 0  # the compressed stream ended before its end marker (0 or 1)
 
 
-def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO, Optional[str]]:
+def _open_decompressed(path: str) -> Tuple[io.BufferedIOBase, BinaryIO, Optional[str]]:
     """Open ``path`` for binary reading, decompressing gzip, xz or bzip2 by their magic bytes.
 
     Returns the stream to read, the raw file underneath (both must be closed) and the
@@ -76,12 +78,13 @@ def _open_decompressed(path: str) -> Tuple[BinaryIO, BinaryIO, Optional[str]]:
         raise SourceError(f"{path}: cannot open ({exc.strerror or exc})") from None
     head = raw.read(10)
     raw.seek(0)
-    if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, "gzip"  # type: ignore[return-value]
-    if head[:6] == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(raw, mode="rb"), raw, "xz"  # type: ignore[return-value]
-    if head[:3] == b"BZh" and head[3:4].isdigit():
-        return bz2.BZ2File(raw, mode="rb"), raw, "bzip2"  # type: ignore[return-value]
+    compression = sniff_compression(head)
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), raw, "gzip"
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="rb"), raw, "xz"
+    if compression == "bzip2":
+        return bz2.BZ2File(raw, mode="rb"), raw, "bzip2"
     return raw, raw, None
 
 

@@ -1,4 +1,4 @@
-"""What one run of the agent did: :class:`AgentSummary`, the verdict-latency ring, percentiles and RSS."""
+"""What one run of the agent did: :class:`AgentSummary`, the verdict-latency ring and RSS (percentiles: :mod:`edgebot.timing`)."""
 
 from __future__ import annotations
 
@@ -60,14 +60,6 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def percentiles(values, qs=(50, 95, 99)) -> dict:
-    """``{"p50": ..., ...}`` of ``values`` in the same unit, or zeros when empty."""
-    if len(values) == 0:
-        return {f"p{q}": 0.0 for q in qs}
-    arr = np.asarray(values, dtype=np.float64)
-    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}
 
 
 @dataclass

@@ -11,12 +11,14 @@ import json
 import logging
 import sys
 import typing
+from pathlib import Path
 from typing import Callable
 
 import click
 
 from edgebot import __version__
 from edgebot.errors import ConfigError, EdgebotError
+from edgebot.jsonsafe import plain_or_str
 
 log = logging.getLogger("edgebot")
 
@@ -88,20 +90,8 @@ def handle_errors(fn: Callable) -> Callable:
 
 
 def _echo_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=plain_or_str))
 
-
-def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    return str(o)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -153,7 +143,7 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 
 # -------------------------------------------------------------------------------------- train
 @main.command(cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Train the detector and its baselines; write models, metrics and a report.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Run directory to create.")
 @click.option("--split", default="temporal",
               help="temporal (per capture: earlier 80% train, later 20% test), stratified "
@@ -167,8 +157,10 @@ def data_summary(paths: tuple[str, ...], as_json: bool, strict: bool) -> None:
 @click.option("--family", "families", multiple=True, metavar="FILE=NAME", help="Family of the malicious rows of FILE (for data outside the IoT-23 table).")
 @click.option("--quick", is_flag=True, help="Small, fast configuration (tests, demo).")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--dask", "dask", metavar="SCHEDULER", default=None, help="Shard sets: train XGBoost on the Dask cluster at this address (tcp://host:8786).")
+@click.option("--dask-workers", default=2, type=click.IntRange(1, 256), help="Shard sets without --dask: workers of the local Dask cluster.")
 @handle_errors
-def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, force) -> None:
+def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, force, dask, dask_workers) -> None:
     """Train the CNN-LSTM, autoencoder, baselines and fuser; write models, metrics and a report.
 
     The feature profile follows the data: Zeek-style logs (zeek, per-host windows) or
@@ -179,7 +171,27 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
       edgebot train data/iot23/*.xz --out runs/iot23 --split temporal
       edgebot train data/cicids2017/*.xz --out runs/cic --split stratified
       edgebot train data/iot23/*.xz data/benign_devices/*/*.xz --out runs/ldo --split leave-device-out:5
+      edgebot train shards/iot23 --out runs/iot23 --dask-workers 2   (a shard set from edgebot prepare)
     """
+    from edgebot import cli_scale
+
+    if cli_scale.is_shard_set(paths):
+        from edgebot.train.quiet import quiet_tensorflow
+
+        with quiet_tensorflow(enabled=not _State.debug):
+            result = cli_scale.train_from_shards(
+                paths, out, dask=dask, dask_workers=dask_workers, split=split,
+                window_given=click.get_current_context().get_parameter_source("window").name != "DEFAULT",
+                epochs=epochs, seed=seed, fpr_budget=fpr_budget, quick=quick, force=force)
+        click.echo(result["summary"])
+        return
+    for p in paths:
+        if Path(p).is_dir():
+            raise click.BadParameter(f"{p} is a directory; give flow files, or one shard set directory alone",
+                                     param_hint="PATHS")
+    if dask:
+        raise click.BadParameter("Dask training reads a shard set: edgebot prepare DATA... --out SHARDS, then "
+                                 "edgebot train SHARDS --dask ...", param_hint="--dask")
     fam = _parse_families(families)
     try:
         from edgebot.train.fit import train_run
@@ -195,10 +207,25 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
                                       quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
         else:
             result = train_run(list(paths), out, split=split, window=window, epochs=epochs, seed=seed,
-                               quick=quick, fpr_budget=fpr_budget, families=fam, force=force)
+                               quick=quick, fpr_budget=fpr_budget, families=fam, force=force,
+                               command=command_line())
     summary = result.get("summary") if isinstance(result, dict) else None
     if summary:
         click.echo(summary)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """This invocation as ``edgebot ARGS...`` (shell-quoted), paths under the working directory relative."""
+    import os
+    import shlex
+
+    cwd = os.getcwd()
+    args = []
+    for arg in sys.argv[1:] if argv is None else argv:
+        if os.path.isabs(arg) and os.path.commonpath([cwd, arg]) == cwd:
+            arg = os.path.relpath(arg, cwd)
+        args.append(shlex.quote(arg))
+    return " ".join(["edgebot", *args])
 
 
 def _parse_families(items) -> dict[str, str]:
@@ -263,26 +290,46 @@ def keygen(out, force) -> None:
 
 # --------------------------------------------------------------------------------------- eval
 @main.command("eval", cls=GroupedCommand, context_settings=CONTEXT_SETTINGS, short_help="Score labeled flows with a bundle and print the metrics.")
-@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, required=True, metavar="[BUNDLE_DIR] PATHS...")
+@click.option("--bundle", "bundle_opt", type=click.Path(file_okay=False),
+              help="Bundle directory (or give it as the first argument). Default: the bundle shipped with edgebot.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--trust", "trust", type=click.Path(dir_okay=False),
               help="Refuse the bundle unless it is signed by this public key (KEY.pub of edgebot keygen).")
 @click.option("--learn", "learn", metavar="DURATION", default=None,
               help="Replay the first DURATION of each capture (e.g. 6h, 30m) as the site's learning period.")
 @handle_errors
-def evaluate(bundle_dir, paths, as_json, trust, learn) -> None:
+def evaluate(args, bundle_opt, as_json, trust, learn) -> None:
     """Score labeled flows with a bundle (the deployed int8 path) and print the metrics.
 
     Besides the flow metrics it says what the gateway would do: the incidents its own rule
     raises per host, false incidents per benign device per day and the detection delay of
     every infected host. --learn replays the first part of each capture as the site's
-    learning period, as a gateway that was switched on at the capture's start.
+    learning period, as a gateway that was switched on at the capture's start. Without a
+    bundle (a first argument that is a directory, or --bundle) it evaluates the default
+    bundle shipped with edgebot (edgebot bundle info).
 
     \b
     Example:
       edgebot eval bundles/iot23 data/iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz
+      edgebot eval data/iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz   # the shipped bundle
     """
+    from pathlib import Path
+
+    args = list(args)
+    if bundle_opt is None and args and Path(args[0]).is_dir():
+        bundle_opt, args = args[0], args[1:]
+    if not args:
+        raise click.UsageError("give the labeled flow files to score (PATHS...)")
+    for path in args:
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path!r} is not a file", param_hint="PATHS")
+    if bundle_opt is None:
+        from edgebot.shipped import default_bundle
+
+        bundle_opt = str(default_bundle())
+        log.info("no bundle given: the default bundle shipped with edgebot (%s)", bundle_opt)
+    bundle_dir, paths = bundle_opt, args
     from edgebot.bundle import load_bundle
     from edgebot.evaluate import evaluate_bundle, format_evaluation
     from edgebot.site import parse_duration
@@ -292,7 +339,7 @@ def evaluate(bundle_dir, paths, as_json, trust, learn) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--learn")
     bundle = load_bundle(bundle_dir, trust=trust)
-    result = evaluate_bundle(bundle_dir, list(paths), bundle=bundle, learn_s=learn_s)
+    result = evaluate_bundle(bundle_dir, paths, bundle=bundle, learn_s=learn_s)
     if as_json:
         _echo_json(result)
     else:
@@ -347,7 +394,9 @@ _RUN_CONFIG_OPTIONS = ("config_path", "check_config", "summary_json", "trust")
 
 
 @main.command(cls=RunCommand, context_settings=CONTEXT_SETTINGS, short_help="Meter traffic, score it, publish incidents (the gateway agent).")
-@click.option("--bundle", "bundle", type=click.Path(), help="Model bundle directory (or 'bundle' in the config).")
+@click.option("--bundle", "bundle", type=click.Path(),
+              help="Model bundle directory (or 'bundle' in the config). Neither: the default bundle shipped "
+                   "with edgebot (edgebot bundle info).")
 @click.option("--gateway-id", "gateway_id", help="Name of this gateway in topics and incidents.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), help="TOML config (flags override it).")
 @click.option("--check-config", is_flag=True, help="Validate the configuration and exit 0 (ok) or 1.")
@@ -362,10 +411,13 @@ def run(ctx: click.Context, bundle, gateway_id, config_path, check_config, summa
     Exactly one source: --pcap, --iface, --zeek-log or --csv. Without --mqtt, incidents go
     to --jsonl (stdout by default). SIGINT/SIGTERM end the open incidents ('agent stopped'),
     flush for up to 2 s, publish 'offline' and exit 0 (undelivered messages stay queued).
-    Refused MQTT credentials or TLS, or a bundle not signed by --trust: exit 2.
+    Refused MQTT credentials or TLS, or a bundle not signed by --trust: exit 2. Without
+    --bundle (and no 'bundle' in the config) it runs the default bundle shipped with edgebot
+    and says so when it starts.
 
     \b
     Example:
+      edgebot run --pcap capture.pcap                # the shipped default bundle
       edgebot run --bundle bundles/iot23 --pcap capture.pcap --mqtt mqtt://localhost:1883
     """
     from edgebot.edge.config import check_config as _check, load_config
@@ -389,7 +441,11 @@ def run(ctx: click.Context, bundle, gateway_id, config_path, check_config, summa
     if summary_problem:  # checked before the run, not after hours of it
         raise ConfigError(summary_problem)
     from edgebot.edge.agent import run_agent
+    from edgebot.shipped import is_default
 
+    if cfg.bundle is not None and is_default(cfg.bundle):
+        click.echo(f"edgebot {__version__}: no --bundle given, running the default bundle shipped with edgebot "
+                   "(edgebot bundle info)", err=True)
     summary = run_agent(cfg)
     click.echo(summary.format(), err=True)
     if summary_json:
@@ -419,7 +475,7 @@ def _write_summary_json(path: str, summary: dict) -> None:
 
     from edgebot.statefiles import atomic_write
 
-    text = json.dumps(summary, indent=2, sort_keys=True, default=_json_default) + "\n"
+    text = json.dumps(summary, indent=2, sort_keys=True, default=plain_or_str) + "\n"
     try:
         atomic_write(Path(path), text.encode("utf-8"), mode=0o644)
     except OSError as exc:
@@ -455,7 +511,7 @@ def bench(bundle_dir, pcap, json_path, batches, repeat, run_dir) -> None:
     result = run_bench(bundle_dir, pcap=pcap, batch_sizes=batch_sizes, repeat=repeat, run_dir=run_dir)
     if json_path:
         with open(json_path, "w") as fh:
-            json.dump(result, fh, indent=2, sort_keys=True, default=_json_default)
+            json.dump(result, fh, indent=2, sort_keys=True, default=plain_or_str)
     click.echo(format_bench(result))
 
 
@@ -472,8 +528,13 @@ _groups(convert, {"Output": ["out", "force", "sign_key"], "Verification": ["max_
 
 
 from edgebot import cli_site as _cli_site  # noqa: E402  (the operator's state commands: site, allow)
+from edgebot import cli_bundle as _cli_bundle  # noqa: E402  (bundle info, bundle verify)
 
 _cli_site.register(main, handle_errors, CONTEXT_SETTINGS, _echo_json)
+_cli_bundle.register(main, handle_errors, CONTEXT_SETTINGS, _echo_json)
+from edgebot import cli_scale as _cli_scale  # noqa: E402  (edgebot prepare; train SHARDS/)
+
+_cli_scale.register(main, handle_errors, CONTEXT_SETTINGS)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,26 @@ def _iso(ts: Optional[float]) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) + "Z"
 
 
+def upgrade_note(profile_bundle: Optional[str]) -> str:
+    """What happens to this profile with another bundle, and whether it was learned with the shipped default."""
+    from edgebot.shipped import DEFAULT_BUNDLE
+
+    try:
+        from edgebot.bundle import load_manifest
+
+        shipped = load_manifest(DEFAULT_BUNDLE).bundle_id[:12]
+    except Exception:  # noqa: BLE001 - no or a broken shipped bundle: say so, the status still prints
+        shipped = None
+    if shipped is None:
+        which = "this edgebot ships no default bundle"
+    elif profile_bundle == shipped:
+        which = f"learned with the shipped default bundle {shipped}"
+    else:
+        which = f"not the shipped default bundle ({shipped})"
+    return (f"  {which}; the profile is tied to its bundle: an agent started with another bundle (a new "
+            "default bundle after an upgrade included) restarts learning, allow rules are kept")
+
+
 def register(main: click.Group, handle_errors, context_settings: dict, echo_json) -> None:
     """Add the ``site`` group and the ``allow`` command to the CLI."""
 
@@ -84,6 +104,7 @@ def register(main: click.Group, handle_errors, context_settings: dict, echo_json
                        "devices": devices, "evicted": data.get("evicted", 0), "allow_rules": rules})
             return
         click.echo(f"site profile {path} (bundle {data.get('bundle_id')}, saved {_iso(data.get('saved'))})")
+        click.echo(upgrade_note(data.get("bundle_id")))
         click.echo(f"site learning started {_iso(data.get('site_start'))}; {len(devices)} device(s), "
                    f"{data.get('evicted', 0)} evicted")
         click.echo(f"  {'device':<40} {'state':<9} {'learns until':<21} {'threshold':>9} {'learned':>8} {'peers':>5}")

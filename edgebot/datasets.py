@@ -11,7 +11,10 @@ paths relative to that root; the functions return absolute paths under :func:`da
   device's files, addresses, time span and flows. Leave-device-out holds them out one group at a time.
 * :data:`DEFAULT_TRAINING` - IoT-23 training captures + every benign device file (the wider benign
   world), as absolute paths; :func:`default_training` is the same for an explicit root.
-* :data:`STRATOSPHERE`, :data:`CICIDS2017`, :data:`PCAPS` - the other bundled logs and captures.
+* :data:`STRATOSPHERE`, :data:`CICIDS2017`, :data:`PCAPS` - the other bundled logs and captures
+  (:data:`IOT23`, :data:`STRATOSPHERE_LOGS`, :data:`CICIDS2017_CSVS` name each file; :func:`path`,
+  :func:`iot23` and :func:`pcap` give absolute paths: tests, benchmarks and the demo use these, never
+  a ``data/...`` path of their own).
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ PCAPS: dict[str, str] = {
 }
 #: Folder of the small Zeek test-suite pcaps (golden meter tests).
 ZEEK_TRACES = "pcaps/zeek_traces"
+#: Every bundled IoT-23 conn log by scenario (the training captures and the evaluation one).
+IOT23: dict[str, str] = {
+    "34-1": IOT23_TRAINING[0], "8-1": IOT23_TRAINING[1], "4-1": IOT23_TRAINING[2], "5-1": IOT23_TRAINING[3],
+    "44-1": IOT23_EVAL[0],
+}
+#: The Stratosphere logs by short name.
+STRATOSPHERE_LOGS: dict[str, str] = {"008": STRATOSPHERE[0], "010": STRATOSPHERE[1], "011": STRATOSPHERE[2],
+                                     "slips-18": STRATOSPHERE[3]}
+#: The CICIDS2017 CSVs by short name.
+CICIDS2017_CSVS: dict[str, str] = {"ddos": CICIDS2017[0], "western": CICIDS2017[1]}
 #: The benign device registry, relative to the data root.
 DEVICES_TSV = "benign_devices/DEVICES.tsv"
 #: Columns of DEVICES.tsv, in order (written by data/derive/meter_benign.py).
@@ -91,6 +104,21 @@ def resolve(names: Iterable[str], root: Optional[PathLike] = None) -> tuple[Path
     """Absolute paths of data files named relative to the data root."""
     base = data_root(root)
     return tuple(base / name for name in names)
+
+
+def path(name: str, root: Optional[PathLike] = None) -> Path:
+    """Absolute path of one data file or folder named relative to the data root (e.g. :data:`ZEEK_TRACES`)."""
+    return data_root(root) / name
+
+
+def iot23(scenario: str, root: Optional[PathLike] = None) -> Path:
+    """The bundled IoT-23 conn log of ``scenario`` (a key of :data:`IOT23`: ``"34-1"``, ``"4-1"``...)."""
+    return path(IOT23[scenario], root)
+
+
+def pcap(key: str, root: Optional[PathLike] = None) -> Path:
+    """The bundled pcap ``key`` (a key of :data:`PCAPS`: ``"mirai_34_1"``, ``"hue_4_1"``...)."""
+    return path(PCAPS[key], root)
 
 
 @dataclass(frozen=True)
@@ -222,7 +250,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "BenignDevice", "CICIDS2017", "DEFAULT_TRAINING", "DEVICES_TSV", "ENV_VAR", "IOT23_EVAL", "IOT23_TRAINING",
-    "PCAPS", "REPO_DATA", "STRATOSPHERE", "ZEEK_TRACES", "benign_device_files", "benign_devices", "data_root",
-    "default_training", "device_of_file", "iot23_training", "resolve",
+    "BenignDevice", "CICIDS2017", "CICIDS2017_CSVS", "DEFAULT_TRAINING", "DEVICES_TSV", "ENV_VAR", "IOT23",
+    "IOT23_EVAL", "IOT23_TRAINING", "PCAPS", "REPO_DATA", "STRATOSPHERE", "STRATOSPHERE_LOGS", "ZEEK_TRACES",
+    "benign_device_files", "benign_devices", "data_root", "default_training", "device_of_file", "iot23",
+    "iot23_training", "path", "pcap", "resolve",
 ]

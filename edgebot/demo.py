@@ -1,8 +1,10 @@
-"""`make demo`: train on the bundled data, quantize, replay a Mirai and two benign pcaps, summarize.
+"""`make demo`: the gateway with the shipped bundle, then train, quantize and replay with a fresh one.
 
-Run as ``python -m edgebot.demo [--out DIR] [--full]``. Needs the train extra (TensorFlow) for
-the first two steps; the replay uses only the gateway path. If ``EDGEBOT_MQTT_URL`` names a
-reachable broker, incidents are also published there.
+Run as ``python -m edgebot.demo [--out DIR] [--full] [--gateway-only]``. The first step replays a
+Mirai and two benign pcaps with the default bundle shipped in the package (``edgebot run`` with no
+``--bundle``: what a gateway does out of the box, no TensorFlow); the next steps need the train
+extra: train on the bundled data, quantize to a fresh bundle, replay the same pcaps with it. If
+``EDGEBOT_MQTT_URL`` names a reachable broker, incidents are also published there.
 """
 
 from __future__ import annotations
@@ -36,16 +38,18 @@ def data_root() -> Path:
     return datasets.data_root()
 
 
-def replay(bundle_dir: Path, pcap: Path, jsonl: Path, gateway_id: str, mqtt_url: str | None) -> dict:
+def replay(bundle_dir: Path | None, pcap: Path, jsonl: Path, gateway_id: str, mqtt_url: str | None) -> dict:
     """Replay one pcap with ``edgebot run`` in its own process (as on the gateway: no TensorFlow).
 
-    Returns the agent's summary as a dict (``edgebot run --summary-json``).
+    ``bundle_dir`` None: no ``--bundle``, the shipped default bundle. Returns the agent's summary
+    as a dict (``edgebot run --summary-json``).
     """
     import subprocess
 
     summary_path = jsonl.with_suffix(".summary.json")
-    cmd = [sys.executable, "-m", "edgebot.cli", "run", "--bundle", str(bundle_dir), "--pcap", str(pcap),
-           "--jsonl", str(jsonl), "--gateway-id", gateway_id, "--summary-json", str(summary_path)]
+    cmd = [sys.executable, "-m", "edgebot.cli", "run", "--pcap", str(pcap)]
+    cmd += ["--bundle", str(bundle_dir)] if bundle_dir is not None else []
+    cmd += ["--jsonl", str(jsonl), "--gateway-id", gateway_id, "--summary-json", str(summary_path)]
     if mqtt_url:
         cmd += ["--mqtt", mqtt_url]
     env = dict(os.environ)
@@ -79,40 +83,10 @@ def _broker_reachable(url: str) -> bool:
         return False
 
 
-def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
-    """Run the whole job; returns the summary dict that is also printed."""
+def replay_all(bundle_dir: Path | None, out: Path, mqtt_url: str | None, say) -> list[dict]:
+    """The three demo pcaps through ``edgebot run`` with ``bundle_dir`` (None: the shipped bundle)."""
     root = data_root()
     out.mkdir(parents=True, exist_ok=True)
-    say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
-    t_all = time.perf_counter()
-
-    training = datasets.default_training(root)
-    n_devices = len(datasets.benign_devices(root))
-    say(f"== 1/3 train ({'quick' if quick else 'full'} configuration) on the bundled default training set: IoT-23 "
-        f"Mirai 34-1, Hakai 8-1, honeypots 4-1, 5-1 and {n_devices} benign devices ({len(training)} files)")
-    from edgebot.train.fit import train_run
-
-    t = time.perf_counter()
-    run_dir = out / "run"
-    train_result = train_run(list(training), run_dir, split="temporal", quick=quick, force=True, progress=True)
-    train_s = time.perf_counter() - t
-    if isinstance(train_result, dict) and train_result.get("summary"):
-        say(train_result["summary"])
-
-    say("\n== 2/3 convert to the int8 bundle and verify against the float models")
-    from edgebot.convert.bundle_writer import convert_run, format_verification
-
-    t = time.perf_counter()
-    bundle_dir = out / "bundle"
-    verification = convert_run(run_dir, bundle_dir, force=True)
-    convert_s = time.perf_counter() - t
-    say(format_verification(verification))
-
-    say("\n== 3/3 replay pcaps through the gateway agent (edgebot run, JSON-lines sink)")
-    mqtt_url = os.environ.get("EDGEBOT_MQTT_URL")
-    if mqtt_url and not _broker_reachable(mqtt_url):
-        say(f"(EDGEBOT_MQTT_URL set but no broker answers there; publishing to JSON lines only)")
-        mqtt_url = None
     replays = []
     for name, rel, truth in REPLAYS:
         pcap = root / rel
@@ -124,7 +98,73 @@ def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
         new = [m for m in messages if m.get("type") == "new"]
         replays.append({"name": name, "pcap": rel, "truth": truth, "summary": summary,
                         "incidents": len(new), "jsonl": str(jsonl)})
-        say(f"\n-- {name}\n{_format_agent_summary(summary)}")
+        hosts = ", ".join(sorted(summary["flagged_hosts"])) or "none"
+        say(f"\n-- {name}: incident hosts {hosts}\n{_format_agent_summary(summary)}")
+    return replays
+
+
+def _mqtt_url(say) -> str | None:
+    mqtt_url = os.environ.get("EDGEBOT_MQTT_URL")
+    if mqtt_url and not _broker_reachable(mqtt_url):
+        say("(EDGEBOT_MQTT_URL set but no broker answers there; publishing to JSON lines only)")
+        mqtt_url = None
+    return mqtt_url
+
+
+def run_demo(out: Path, quick: bool = True, stream=sys.stdout, shipped: bool = True,
+             gateway_only: bool = False) -> dict:
+    """Run the whole job; returns the summary dict that is also printed.
+
+    ``shipped``: first replay with the default bundle shipped in the package (step 1/4);
+    ``gateway_only``: stop after that (no TensorFlow needed).
+    """
+    root = data_root()
+    out.mkdir(parents=True, exist_ok=True)
+    say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
+    t_all = time.perf_counter()
+    mqtt_url = _mqtt_url(say)
+    shipped_replays: list[dict] = []
+    if shipped or gateway_only:
+        from edgebot.bundle import load_manifest
+        from edgebot.shipped import default_bundle
+
+        bundle_id = load_manifest(default_bundle()).bundle_id[:12]
+        say(f"== 1/4 the gateway out of the box: edgebot run --pcap FILE with the default bundle shipped in the "
+            f"package ({bundle_id}; edgebot bundle info, docs/model-card.md)")
+        t = time.perf_counter()
+        shipped_replays = replay_all(None, out / "shipped", mqtt_url, say)
+        say(f"(replayed in {time.perf_counter() - t:.0f} s)")
+        if gateway_only:
+            return {"shipped_replays": shipped_replays, "total_seconds": time.perf_counter() - t_all}
+
+    try:
+        from edgebot.train.fit import train_run
+    except ImportError as exc:  # a gateway install: the shipped bundle was the demo
+        say(f"\n(the trainer needs the train extra, pip install 'edgebot[train]' ({exc}): stopping after step 1)")
+        return {"shipped_replays": shipped_replays, "total_seconds": time.perf_counter() - t_all}
+    training = datasets.default_training(root)
+    n_devices = len(datasets.benign_devices(root))
+    say(f"\n== 2/4 train ({'quick' if quick else 'full'} configuration) on the bundled default training set: IoT-23 "
+        f"Mirai 34-1, Hakai 8-1, honeypots 4-1, 5-1 and {n_devices} benign devices ({len(training)} files)")
+
+    t = time.perf_counter()
+    run_dir = out / "run"
+    train_result = train_run(list(training), run_dir, split="temporal", quick=quick, force=True, progress=True)
+    train_s = time.perf_counter() - t
+    if isinstance(train_result, dict) and train_result.get("summary"):
+        say(train_result["summary"])
+
+    say("\n== 3/4 convert to the int8 bundle and verify against the float models")
+    from edgebot.convert.bundle_writer import convert_run, format_verification
+
+    t = time.perf_counter()
+    bundle_dir = out / "bundle"
+    verification = convert_run(run_dir, bundle_dir, force=True)
+    convert_s = time.perf_counter() - t
+    say(format_verification(verification))
+
+    say("\n== 4/4 replay the same pcaps with the fresh bundle (edgebot run --bundle, JSON-lines sink)")
+    replays = replay_all(bundle_dir, out, mqtt_url, say)
 
     sizes = verification.get("sizes", {})
     bundle_bytes = sum(v for k, v in sizes.items() if k != "total") if "total" not in sizes else sizes["total"]
@@ -136,6 +176,7 @@ def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
         "bundle_bytes": bundle_bytes,
         "verification": {k: verification.get(k) for k in ("float", "int8", "f1_drop")},
         "replays": replays,
+        "shipped_replays": shipped_replays,
         "report": str(run_dir / "report.html"),
     }
     (out / "demo-summary.json").write_text(json.dumps(result, indent=2, default=str))
@@ -146,6 +187,9 @@ def run_demo(out: Path, quick: bool = True, stream=sys.stdout) -> dict:
 def format_demo(result: dict) -> str:
     """The closing summary of the demo."""
     lines = ["================ edgebot demo: summary ================"]
+    for r in result.get("shipped_replays", []):
+        hosts = ", ".join(sorted(r["summary"]["flagged_hosts"])) or "none"
+        lines.append(f"shipped bundle, {r['name']}: {r['incidents']} incident(s) (hosts: {hosts})")
     for r in result["replays"]:
         s = r["summary"]
         lines.append(f"{r['name']}: {r['incidents']} incident(s), {s['flows']:,} flows, "
@@ -171,6 +215,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m edgebot.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
     ap.add_argument("--full", action="store_true", help="train the full configuration instead of --quick")
+    ap.add_argument("--gateway-only", action="store_true",
+                    help="only step 1: replay with the shipped bundle (no TensorFlow needed)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -180,9 +226,9 @@ def main(argv=None) -> int:
             quiet_tensorflow = None
         if quiet_tensorflow is not None:
             with quiet_tensorflow():
-                run_demo(Path(args.out), quick=not args.full)
+                run_demo(Path(args.out), quick=not args.full, gateway_only=args.gateway_only)
         else:
-            run_demo(Path(args.out), quick=not args.full)
+            run_demo(Path(args.out), quick=not args.full, gateway_only=args.gateway_only)
     except EdgebotError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code

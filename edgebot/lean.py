@@ -10,6 +10,17 @@ from types import ModuleType
 TRAINING_STACK = ("tensorflow", "keras", "sklearn", "pandas")
 
 
+def loaded_training_stack() -> list[str]:
+    """The packages of :data:`TRAINING_STACK` this process has imported (the gateway: none)."""
+    return sorted({m.split(".")[0] for m in list(sys.modules)
+                   if m.split(".")[0] in TRAINING_STACK and sys.modules[m] is not None})
+
+
+def blocked_training_stack() -> list[str]:
+    """The packages of :data:`TRAINING_STACK` made unimportable here (``sys.modules[name] = None``)."""
+    return sorted(m for m in TRAINING_STACK if m in sys.modules and sys.modules[m] is None)
+
+
 def import_xgboost() -> ModuleType:
     """Import xgboost as the gateway has it.
 
@@ -28,3 +39,32 @@ def import_xgboost() -> ModuleType:
         for name in hidden:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
+
+
+#: xgboost's scikit-learn wrappers, rebound on the package by :func:`import_xgboost_sklearn`.
+_SKLEARN_WRAPPERS = ("XGBModel", "XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier",
+                     "XGBRFRegressor")
+
+
+def import_xgboost_sklearn() -> ModuleType:
+    """Import xgboost with its scikit-learn wrappers, as the trainer needs it.
+
+    If this process already imported xgboost the gateway's way (:func:`import_xgboost`, which hides
+    scikit-learn), xgboost has cached "no scikit-learn" and ``XGBClassifier()`` raises ImportError:
+    the demo loads the shipped bundle before it trains, and a test session may do the same. Reload
+    xgboost's compat and sklearn modules then, so the wrappers get their real base classes.
+    """
+    xgb = importlib.import_module("xgboost")
+    compat = sys.modules.get("xgboost.compat")
+    if compat is None or getattr(compat, "SKLEARN_INSTALLED", True):
+        return xgb
+    try:
+        importlib.import_module("sklearn")
+    except ImportError:
+        return xgb  # XGBClassifier raises xgboost's own "sklearn needs to be installed"
+    importlib.reload(compat)
+    wrappers = importlib.reload(sys.modules["xgboost.sklearn"])
+    for name in _SKLEARN_WRAPPERS:
+        if hasattr(wrappers, name):
+            setattr(xgb, name, getattr(wrappers, name))
+    return xgb

@@ -55,6 +55,8 @@ _MAX_WINDOW = 4096
 _MAX_FEATURES = 4096
 _MAX_FILES = 64
 _MAX_STR = 256
+_MAX_COMMAND = 16384
+_MAX_DATA_FILES = 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,9 +331,10 @@ class Manifest:
                 _str(d[key], key, max_len=64)
         if "label_mode" in d:
             _str(d["label_mode"], "label_mode", ("binary",))
-        for key in ("calibration", "training"):
-            if key in d:
-                _obj(d[key], key)
+        if "calibration" in d:
+            _obj(d["calibration"], "calibration")
+        if "training" in d:
+            _check_training(d["training"])
         _check_verification(d.get("verification"))
         versions = _obj(d["versions"], "versions")
         for key, value in versions.items():
@@ -414,6 +417,27 @@ def _check_files(value: Any) -> dict[str, tuple[str, int]]:
             _fail(f"files.{name}.sha256", "64 lowercase hex digits", digest)
         out[name] = (digest, _int(_get(e, "bytes", f"files.{name}."), f"files.{name}.bytes", 0, 1 << 40))
     return out
+
+
+def _check_training(value: Any) -> None:
+    """``training``: an object; its ``data`` (when present) one ``{path, sha256, rows}`` per training
+    file, its ``command`` (when present) the command line that trained the run."""
+    t = _obj(value, "training")
+    if "command" in t:
+        _str(t["command"], "training.command", max_len=_MAX_COMMAND)
+    data = t.get("data", [])
+    if not isinstance(data, list) or len(data) > _MAX_DATA_FILES:
+        _fail("training.data", f"a list of at most {_MAX_DATA_FILES} training files", data)
+    for i, entry in enumerate(data):
+        e = _obj(entry, f"training.data[{i}]")
+        name = _str(_get(e, "path", f"training.data[{i}]."), f"training.data[{i}].path")
+        if Path(name).is_absolute():
+            _fail(f"training.data[{i}].path", "a file name, not an absolute path", name)
+        digest = _get(e, "sha256", f"training.data[{i}].")
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            _fail(f"training.data[{i}].sha256", "64 lowercase hex digits", digest)
+        if e.get("rows") is not None:  # null: not counted (the run's files are named by sha256 all the same)
+            _int(e["rows"], f"training.data[{i}].rows", 0, 1 << 40)
 
 
 def _check_verification(value: Any) -> None:

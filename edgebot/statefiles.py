@@ -17,6 +17,8 @@ users. The rules, for every state file of edgebot:
 - :func:`atomic_write` writes a whole file through a temporary sibling, ``fsync`` and
   ``os.replace``: a reader sees the old content or the new one, never half of it, even after a
   crash or power cut. :func:`atomic_write_private` also makes the directory private.
+- :func:`staged_dir` (with :func:`publish_dir`) does the same for a whole directory (a run dir, a
+  bundle): it is filled under a temporary sibling and renamed into place only when complete.
 
 Failures raise ``OSError`` (callers turn them into their own one-line error).
 """
@@ -25,15 +27,17 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Iterator
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DIR_MODE", "FILE_MODE", "private_dir", "prepare_private_file", "open_private", "atomic_write",
-           "atomic_write_private", "is_private", "writable_file_problem"]
+           "atomic_write_private", "is_private", "writable_file_problem", "publish_dir", "staged_dir"]
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -222,3 +226,39 @@ def writable_file_problem(path: Path, *, sqlite: bool = False, create_dirs: bool
     except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
         return f"cannot use {path!s:.200}: {getattr(exc, 'strerror', None) or exc}"
     return None
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Move the complete directory ``tmp`` to ``out``, replacing a previous one there.
+
+    The previous directory is renamed aside first and removed last, so ``out`` is at every moment
+    either the old complete directory or the new one (never a mix).
+    """
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh temporary sibling of ``out`` to fill; published to ``out`` when the block ends.
+
+    When the block raises (or is interrupted), the temporary directory is removed and ``out`` is
+    left as it was.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -30,7 +30,7 @@ def host_order(hosts: Sequence[str], ts: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(len(ts)), np.asarray(ts, dtype=np.float64), host_ids))
 
 
-def make_windows(X: np.ndarray, hosts: Sequence[str], ts: Sequence[float], window: int) -> np.ndarray:
+def make_windows(X: np.ndarray, hosts: Sequence[str], ts: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
     """Build the window that ends at every flow.
 
     Parameters
@@ -152,7 +152,7 @@ class HostWindows:
         old = [(j, buffers.get(host)) for j, host in enumerate(names)]
         known = [j for j, buf in old if buf is not None]
         if known:
-            big[(starts[known, None] + steps).ravel()] = np.stack([old[j][1] for j in known]).reshape(-1, F)
+            big[(starts[known, None] + steps).ravel()] = np.stack([buf for _, buf in old if buf is not None]).reshape(-1, F)
         hid_a = np.asarray(hid, dtype=np.int64)
         row = starts[hid_a] + T + np.asarray(rank, dtype=np.int64)  # where each flow's row goes
         big[row] = X

@@ -1,8 +1,8 @@
 """Build a small real run dir and int8 bundle from the bundled IoT-23 data, for tests.
 
 ``make_test_bundle(tmpdir) -> Path`` trains tiny Keras models (CNN-LSTM, autoencoder) and an
-XGBoost fuser on a subsample of ``data/iot23`` for a couple of epochs, writes a run dir that
-follows docs/run-dir.md, and converts it with :func:`edgebot.convert.bundle_writer.convert_run`.
+XGBoost fuser on a subsample of the bundled IoT-23 captures (``edgebot.datasets``) for a couple of epochs, writes a run dir that
+follows docs/run-dir.md (its spec.json through :func:`edgebot.rundir.write_spec`), and converts it with :func:`edgebot.convert.bundle_writer.convert_run`.
 Training runs in a subprocess (``python tests/bundle_factory.py --run-dir DIR``), so the calling
 test process never imports TensorFlow; the converter runs its own worker subprocess.
 
@@ -27,14 +27,8 @@ from typing import Optional
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-IOT23 = ROOT / "data" / "iot23"
-IOT23_FILES = (
-    "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz",
-    "CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz",
-    "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz",
-    "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz",
-    "CTU-Honeypot-Capture-5-1.conn.log.labeled.xz",
-)
+#: The IoT-23 captures the tiny models train on (edgebot.datasets names them).
+IOT23_SCENARIOS = ("34-1", "8-1", "44-1", "4-1", "5-1")
 
 DEFAULTS = {"window": 4, "seed": 0, "max_flows": 1500, "epochs": 3}
 _cache: dict[tuple, Path] = {}
@@ -66,12 +60,15 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
-    import xgboost
+    from edgebot.lean import import_xgboost_sklearn
+    xgboost = import_xgboost_sklearn()
 
     import edgebot
+    from edgebot import datasets
     from edgebot.features import FEATURE_NAMES, N_FEATURES, MinMaxScaler, featurize, featurizer_info
     from edgebot.fusion import FUSER_INPUT_NAMES, FUSER_RAW_FEATURES, fuser_inputs, raw_feature_index, reconstruction_error
     from edgebot.readers import read_flows
+    from edgebot.rundir import write_spec
     from edgebot.windows import make_windows
 
     tf.config.threading.set_intra_op_parallelism_threads(2)
@@ -80,8 +77,8 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
     rng = np.random.default_rng(seed)
 
     parts = {"train": [], "val": [], "test": []}
-    for name in IOT23_FILES:
-        records, readers = read_flows([IOT23 / name])
+    for scenario in IOT23_SCENARIOS:
+        records, readers = read_flows([datasets.iot23(scenario)])
         records = sorted((r for r in records if r.is_labeled), key=lambda r: r.ts)
         if len(records) > max_flows:
             keep = np.unique(np.linspace(0, len(records) - 1, max_flows).round().astype(int))
@@ -161,10 +158,12 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
         "split": {"name": "temporal", "note": "tests/bundle_factory.py: per capture 60/20/20 by time"},
         "versions": {"edgebot": edgebot.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
                      "xgboost": xgboost.__version__, "numpy": np.__version__},
-        "data": [{"path": name, "rows": None} for name in IOT23_FILES],
+        "data": [{"path": datasets.iot23(scenario).name,
+                  "sha256": hashlib.sha256(datasets.iot23(scenario).read_bytes()).hexdigest(), "rows": None}
+                 for scenario in IOT23_SCENARIOS],
         "label_mode": "binary",
     }
-    (out / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    write_spec(out, spec)  # validated as the trainer's is (edgebot.rundir)
     calib_idx = np.concatenate([rng.choice(np.flatnonzero(tr["y"] == c), size=min(250, int(np.sum(tr["y"] == c))),
                                            replace=False) for c in (0, 1)])
     np.savez_compressed(
@@ -192,7 +191,7 @@ def _source_key(params: dict) -> str:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     digest.update(FEATURIZER_HASH.encode())
     for rel in ("tests/bundle_factory.py", "convert/worker.py", "convert/bundle_writer.py", "edgebot/bundle.py",
-                "edgebot/runtime.py", "edgebot/fusion.py"):
+                "edgebot/runtime.py", "edgebot/fusion.py", "edgebot/rundir.py", "edgebot/manifest.py"):
         path = ROOT / rel
         if path.is_file():
             digest.update(path.read_bytes())

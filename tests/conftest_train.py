@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from edgebot import datasets
 REPO = Path(__file__).resolve().parents[1]
-IOT23 = REPO / "data" / "iot23"
-MIRAI_34_1 = IOT23 / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"
-HAKAI_8_1 = IOT23 / "CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz"
-MIRAI_44_1 = IOT23 / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz"
-HONEYPOT_4_1 = IOT23 / "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz"
-HONEYPOT_5_1 = IOT23 / "CTU-Honeypot-Capture-5-1.conn.log.labeled.xz"
+MIRAI_34_1 = datasets.iot23("34-1")
+HAKAI_8_1 = datasets.iot23("8-1")
+MIRAI_44_1 = datasets.iot23("44-1")
+HONEYPOT_4_1 = datasets.iot23("4-1")
+HONEYPOT_5_1 = datasets.iot23("5-1")
 #: The data set of the issue's acceptance run: Mirai 34-1 + Hakai 8-1 + the benign honeypots.
 BUNDLED = [MIRAI_34_1, HAKAI_8_1, HONEYPOT_4_1, HONEYPOT_5_1]
 

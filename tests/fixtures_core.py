@@ -6,15 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from edgebot import datasets
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data"
-MIRAI_34_1 = DATA / "iot23" / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"
-HAKAI_8_1 = DATA / "iot23" / "CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz"
-MIRAI_44_1 = DATA / "iot23" / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz"
-HONEYPOT_4_1 = DATA / "iot23" / "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz"
-HONEYPOT_5_1 = DATA / "iot23" / "CTU-Honeypot-Capture-5-1.conn.log.labeled.xz"
-PCAP_MIRAI = DATA / "pcaps" / "iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
-PCAP_HUE = DATA / "pcaps" / "iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz"
+DATA = datasets.data_root()
+MIRAI_34_1 = datasets.iot23("34-1")
+HAKAI_8_1 = datasets.iot23("8-1")
+MIRAI_44_1 = datasets.iot23("44-1")
+HONEYPOT_4_1 = datasets.iot23("4-1")
+HONEYPOT_5_1 = datasets.iot23("5-1")
+PCAP_MIRAI = datasets.pcap("mirai_34_1")
+PCAP_HUE = datasets.pcap("hue_4_1")
 
 
 @pytest.fixture(scope="session")

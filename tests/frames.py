@@ -7,6 +7,8 @@ import struct
 from pathlib import Path
 from typing import Iterable, List, Tuple
 
+from edgebot import datasets
+
 MAC_PAIR = b"\x02" * 6 + b"\x04" * 6
 
 
@@ -84,7 +86,7 @@ def write_pcap(path: Path, packets: Iterable[Tuple[float, bytes]], linktype: int
 # -- seeds for the fuzz tests: real frames from the bundled captures -----------------------------
 
 REPO = Path(__file__).resolve().parents[1]
-PCAPS = REPO / "data" / "pcaps"
+PCAPS = datasets.path("pcaps")
 
 
 def seed_frames(per_kind: int = 3, limit_per_file: int = 3000) -> List[bytes]:

@@ -27,6 +27,7 @@ from edgebot.edge.bench import (
     tensorflow_available,
 )
 from edgebot.errors import BundleError
+from edgebot.rundir import write_spec
 from fixtures_core import PCAP_HUE
 
 #: The keys the issue pins (dotted paths into the result).
@@ -111,9 +112,10 @@ def _fake_run(path: Path, manifest: dict) -> Path:
     for name in ("cnn_lstm.keras", "autoencoder.keras"):
         (path / name).write_bytes(b"x")
     th = manifest["thresholds"]
-    spec = {"window": manifest["window"], "featurizer": manifest["featurizer"], "ae_threshold": th["autoencoder"],
-            "fused_threshold": th["fused"]}
-    (path / "spec.json").write_text(json.dumps(spec))
+    featurizer = {"n_features": 1, "feature_names": ["duration"], **manifest["featurizer"]}
+    write_spec(path, {"featurizer": featurizer, "scaler": {"min": [0.0], "max": [1.0]}, "window": manifest["window"],
+                      "fuser_raw_features": [], "ae_threshold": th["autoencoder"], "fused_threshold": th["fused"],
+                      "hybrid_threshold": 0.5, "versions": {}})
     return path
 
 

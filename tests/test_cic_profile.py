@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgebot import datasets
 from edgebot.cli import main
 from edgebot.errors import DataError, SourceError
 from edgebot.features import (
@@ -30,10 +31,9 @@ from edgebot.readers import read_flows
 from edgebot.windows import last_rows, model_sequences
 
 REPO = Path(__file__).resolve().parents[1]
-CIC = REPO / "data" / "cicids2017"
-CIC_WESTERN = CIC / "WesternOC2_CICIDS2017_sample_subset6311.csv.xz"
-CIC_DDOS = CIC / "MachineLearningCVE_Friday-WorkingHours-Afternoon-DDos_first9998rows.csv.xz"
-ZEEK_FILE = REPO / "data" / "iot23" / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz"
+CIC_WESTERN = datasets.path(datasets.CICIDS2017_CSVS["western"])
+CIC_DDOS = datasets.path(datasets.CICIDS2017_CSVS["ddos"])
+ZEEK_FILE = datasets.iot23("44-1")
 
 #: The zeek profile's hash: existing bundles must keep loading, so it must never change.
 ZEEK_HASH = "dfae3f64b2792731"

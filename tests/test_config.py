@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,7 +111,8 @@ def test_all_problems_are_collected(tmp_path: Path):
     assert problems[0].startswith("edgebot.toml: unknown key 'mqtt.hots'")
     assert problems[1] == "edgebot.toml: mqtt.keepalive: expected an integer, got 'abc'"
     assert any(p.startswith("limits.max_hosts: must be in [1, ") for p in problems)
-    assert any(p.startswith("bundle: not set") for p in problems)
+    assert not any(p.startswith("bundle: not set") for p in problems)  # the shipped default bundle
+    assert Path(load_config(None).bundle).name == "default_bundle"
     assert any(p.startswith("source: set exactly one") for p in problems)
 
 
@@ -269,5 +272,26 @@ def test_example_file_loads_and_documents_every_setting():
         if key:
             documented.add(section + key.group(1))
     from edgebot.edge.config import all_paths as _all_paths  # the schema's own list of key paths
-    settings = {p for p in _all_paths() if p not in {"source", "scoring", "limits", "incidents", "site", "mqtt", "jsonl"}}
+    settings = {p for p in _all_paths() if p not in set(config.sections())}  # key paths, not section names
     assert settings <= documented, sorted(settings - documented)
+
+
+def test_a_key_whose_name_looks_like_a_location_is_an_unknown_key(tmp_path: Path):
+    """msgspec's messages end in '- at `$.mqtt`': a key named like that still gets its own path."""
+    path = write(tmp_path, '"a - at `$.mqtt" = 1\n[mqtt]\n"x - at `$.scoring" = 2\nkeepalive = "k"\nurl = "mqtt://b"\n')
+    problems = check_config(path)
+    assert problems[:3] == ["edgebot.toml: unknown key 'a - at `$.mqtt' (did you mean 'mqtt'?)",
+                            "edgebot.toml: unknown key 'mqtt.x - at `$.scoring' (did you mean 'scoring'?)",
+                            "edgebot.toml: mqtt.keepalive: expected an integer, got 'k'"]
+    with pytest.raises(ConfigError):
+        load_config(path)
+    assert load_config(write(tmp_path, '[mqtt]\nurl = "mqtt://b"\n')).mqtt.url == "mqtt://b"
+
+
+def test_without_the_config_library_the_agent_says_what_to_install(runnable: Path):
+    code = ("import sys; sys.modules['msgspec'] = None\n"  # as if it were not installed
+            "from edgebot.cli import main\nmain(['run', '--config', sys.argv[1], '--check-config'])\n")
+    res = subprocess.run([sys.executable, "-c", code, str(runnable)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "Error: reading the config needs msgspec, which is not installed; pip install 'edgebot[edge]'"]

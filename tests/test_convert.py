@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest_bundle import int8_bundle, int8_run_dir  # noqa: F401
+from edgebot import datasets
 from edgebot.bundle import MANIFEST, SCHEMA_VERSION, load_bundle, sha256_file
 from edgebot.manifest import manifest_digest
 from edgebot.cli import main
@@ -266,7 +267,7 @@ def test_out_that_is_not_a_bundle_is_refused_even_with_force(tmp_path):
 @pytest.mark.slow
 def test_real_trainer_run_converts_within_half_a_point(tmp_path):
     """`edgebot train --quick` on the bundled IoT-23 data, then `edgebot convert` with the default gate."""
-    data = sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "data" / "iot23").glob("*.xz"))
+    data = sorted(str(p) for p in datasets.path("iot23").glob("*.xz"))
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "edgebot.cli", "train", *data, "--out", str(run), "--quick"],
                           capture_output=True, text=True, timeout=1800)

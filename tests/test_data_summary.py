@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from edgebot import datasets
 from edgebot.errors import DataFormatError
 from edgebot.readers import format_summary, summarize
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = datasets.data_root()
 # data/benign_devices/ (derived flow records) is summarized in tests/test_datasets.py
 FLOW_FILES = sorted(p for p in DATA.rglob("*.xz") if "pcaps" not in p.parts and "benign_devices" not in p.parts)
 FILE_KEYS = {"path", "format", "rows", "skipped", "skipped_reasons", "labels", "families", "first_ts", "last_ts", "hosts"}
@@ -50,7 +51,7 @@ def test_per_file_entries(summary):
 
 
 def test_cic_only_summary_has_no_time_span():
-    summary = summarize(DATA / "cicids2017" / "MachineLearningCVE_Friday-WorkingHours-Afternoon-DDos_first9998rows.csv.xz")
+    summary = summarize(datasets.path(datasets.CICIDS2017_CSVS["ddos"]))
     assert summary["time_span"] is None and summary["hosts"] == 0
     assert summary["labels"] == {"benign": 9998, "malicious": 0}
 
@@ -58,7 +59,7 @@ def test_cic_only_summary_has_no_time_span():
 def test_summary_counts_skipped_rows_and_strict_raises(tmp_path):
     import lzma
 
-    text = lzma.decompress((DATA / "iot23" / "CTU-Honeypot-Capture-5-1.conn.log.labeled.xz").read_bytes())
+    text = lzma.decompress(datasets.iot23("5-1").read_bytes())
     path = tmp_path / "five.log"
     path.write_bytes(text + b"1.0\tbroken\n")
     summary = summarize([path])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import socket
 import struct
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgebot import datasets
+from edgebot.bundle import sha256_file
 from edgebot.errors import DataError
 from edgebot.flow import BENIGN, UNKNOWN
 from edgebot.readers import open_flows
@@ -153,7 +153,7 @@ def test_attribution_lists_every_derived_file_with_its_hash(registry):
         for f in dev.files:
             rel = f.relative_to(REPO / "data").as_posix()
             (line,) = [x for x in text.splitlines() if x.startswith(f"| {rel} |")]
-            assert hashlib.sha256(f.read_bytes()).hexdigest() in line, rel
+            assert sha256_file(f) in line, rel
     assert sum(f.stat().st_size for f in (REPO / "data" / "benign_devices").rglob("*")) < 2_000_000
 
 

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from conftest_bundle import bundle_copy, int8_bundle  # noqa: F401
+from edgebot import datasets
 from edgebot.cli import main
 from edgebot.errors import DataError
 from edgebot.evaluate import RESULT_KEYS, binary_rates, evaluate_bundle, evaluate_scores, format_evaluation
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "iot23"
-IOT23_44 = DATA / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz"
-IOT23_4 = DATA / "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz"
+IOT23_44 = datasets.iot23("44-1")
+IOT23_4 = datasets.iot23("4-1")
 
 
 # ------------------------------------------------------------------------- arithmetic (no models)
@@ -148,6 +148,6 @@ def test_eval_of_a_directory_that_is_no_bundle_exits_2(tmp_path):
 
 
 def test_eval_refuses_cicflowmeter_files():
-    cic = sorted((DATA.parent / "cicids2017").glob("*.csv.xz"))[0]
+    cic = datasets.path(datasets.CICIDS2017[0])
     with pytest.raises(DataError, match="cicflowmeter profile.*zeek profile"):  # a zeek bundle
         evaluate_bundle("unused", [cic], bundle=object())

@@ -16,6 +16,7 @@ from zeek_agreement import compare_with_zeek
 
 import edgebot.edge.meter.decode as meter_decode
 import edgebot.edge.meter.timers as meter_timers
+from edgebot import datasets
 from edgebot.edge.community_id import community_id, flow_community_id
 from edgebot.edge.meter import FlowMeter, ZeekTimeouts
 from edgebot.edge.pcapfile import PcapReader
@@ -24,12 +25,11 @@ from edgebot.flow import FlowRecord
 from edgebot.readers import open_flows
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / "data"
-PCAP_4_1 = DATA / "pcaps" / "iot23_CTU-Honeypot-Capture-4-1_2018-10-25-14-06-32-192.168.1.132.pcap.xz"
-CONN_4_1 = DATA / "iot23" / "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz"
-PCAP_34_1 = DATA / "pcaps" / "iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
-CONN_34_1 = DATA / "iot23" / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"
-TRACES = DATA / "pcaps" / "zeek_traces"
+PCAP_4_1 = datasets.pcap("hue_4_1")
+CONN_4_1 = datasets.iot23("4-1")
+PCAP_34_1 = datasets.pcap("mirai_34_1")
+CONN_34_1 = datasets.iot23("34-1")
+TRACES = datasets.path(datasets.ZEEK_TRACES)
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 # Measured (see the report in benchmarks/bench_meter.py): 452 of 452 Zeek connections of

@@ -79,6 +79,18 @@ def test_edge_extra_pulls_no_training_stack(wheel):
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
     names = {item["metadata"]["name"].lower() for item in report["install"]}
-    assert "paho-mqtt" in names and "xgboost-cpu" in names and "numpy" in names
+    assert "paho-mqtt" in names and "xgboost-cpu" in names and "numpy" in names and "msgspec" in names
     assert not names & set(HEAVY), f"the edge extra pulls {sorted(names & set(HEAVY))}"
     assert not any(n.startswith("nvidia") for n in names)
+
+
+def test_the_wheel_ships_the_default_bundle_and_grows_by_less_than_1_mb(wheel):
+    """edgebot/default_bundle/ (every file its manifest lists) is in the wheel; it adds < 1 MB."""
+    bundle = REPO / "edgebot" / "default_bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    with zipfile.ZipFile(wheel) as zf:
+        entries = {i.filename: i for i in zf.infolist() if i.filename.startswith("edgebot/default_bundle/")}
+    shipped = {name.rsplit("/", 1)[1] for name in entries}
+    assert {"manifest.json", *manifest["files"]} <= shipped
+    grown = sum(i.compress_size for i in entries.values()) + sum(30 + 46 + 2 * len(n) for n in entries)  # + zip headers
+    assert grown < 1_000_000, f"the default bundle adds {grown} bytes to the wheel"

@@ -18,6 +18,7 @@ from typing import List, Tuple
 
 import pytest
 
+from edgebot import datasets
 from edgebot.edge.pcapfile import PcapReader
 from edgebot.edge.sources.base import FlowSource, available_sources, create_source, source_class
 from edgebot.edge.sources.pcap import PcapSource
@@ -25,9 +26,9 @@ from edgebot.errors import ConfigError, SourceError
 from edgebot.flow import FlowRecord
 
 REPO = Path(__file__).resolve().parents[1]
-TRACES = REPO / "data" / "pcaps" / "zeek_traces"
+TRACES = datasets.path(datasets.ZEEK_TRACES)
 HTTP_GET = TRACES / "zeek_http_get.pcap"
-PCAP_34_1 = REPO / "data" / "pcaps" / "iot23_CTU-IoT-Malware-Capture-34-1_2018-12-21-15-50-14-192.168.1.195.irc.pcap.xz"
+PCAP_34_1 = datasets.pcap("mirai_34_1")
 
 
 def _packets(path: Path) -> List[Tuple[float, bytes]]:

@@ -36,6 +36,7 @@ from edgebot.edge.sinks.base import SINKS, sinks_from_config
 from edgebot.edge.sources import SOURCES, build_source
 from edgebot.errors import EdgebotError, SinkError, SourceError
 from edgebot.flow import FlowRecord
+from conftest_syslog import rsyslog, rsyslog_factory  # noqa: F401  (fixtures)
 from fixtures_core import HONEYPOT_4_1
 from frames import udp_frame, write_pcap
 
@@ -98,6 +99,7 @@ class SinkCase:
     read_back: Optional[Callable[[Any], list[dict]]]     # what arrived at the destination (None: nowhere)
     bad: Optional[Callable[[Path], dict[str, Any]]]      # overrides it must refuse (None: no settings)
     broker: bool = False
+    server: Optional[str] = None                         # another destination's fixture (e.g. "rsyslog")
 
 
 SINK_CASES: dict[str, SinkCase] = {
@@ -105,6 +107,12 @@ SINK_CASES: dict[str, SinkCase] = {
     "jsonl": SinkCase(good=lambda d, b: {"jsonl.path": str(d / "out.jsonl")},
                       read_back=lambda ctx: [json.loads(ln) for ln in Path(ctx).read_text().splitlines()],
                       bad=lambda d: {"jsonl.path": str(d / "missing" / "out.jsonl")}),
+    "eve": SinkCase(good=lambda d, b: {"eve.path": str(d / "eve.json")},
+                    read_back=lambda ctx: [json.loads(ln)["edgebot"] for ln in Path(ctx).read_text().splitlines()],
+                    bad=lambda d: {"eve.path": str(d / "missing" / "eve.json")}),
+    "syslog": SinkCase(good=lambda d, s: {"syslog.url": s.url("tcp"), "syslog.queue_path": str(d / "s.sqlite")},
+                       read_back=lambda ctx: [json.loads(line["msg"]) for line in ctx.wait_for(1)],
+                       bad=lambda d: {"syslog.url": "syslog://127.0.0.1"}, server="rsyslog"),
     "mqtt": SinkCase(good=lambda d, b: {"mqtt.url": b.url, "mqtt.queue_path": str(d / "q.sqlite")},
                      read_back=lambda ctx: [m.json() for m in ctx.wait_for(f"edgebot/{GW}/incidents")],
                      bad=lambda d: {"mqtt.url": "http://broker"}, broker=True),
@@ -262,10 +270,11 @@ def sink_setup(request, tmp_path):
     cls = request.param
     case = SINK_CASES[cls.type]
     broker = request.getfixturevalue("mosquitto") if case.broker else None
-    config = _config(case.good(tmp_path, broker))
-    ctx: Any = None
-    if cls.type == "jsonl":
-        ctx = config.jsonl.path
+    server = request.getfixturevalue(case.server) if case.server else None
+    config = _config(case.good(tmp_path, broker or server))
+    ctx: Any = server
+    if cls.type in ("jsonl", "eve"):
+        ctx = getattr(config, cls.type).path
     elif case.broker:
         ctx = request.getfixturevalue("mqtt_collector")(broker, [f"edgebot/{GW}/#"])
     return cls, config, ctx

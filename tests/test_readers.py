@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from edgebot import datasets
 from edgebot.errors import DataError, DataFormatError, EdgebotError
 from edgebot.flow import BACKGROUND, BENIGN, MALICIOUS, UNKNOWN, CicFlowRecord, FlowRecord
 from edgebot.readers import (
@@ -27,19 +28,19 @@ from edgebot.readers import (
 )
 from edgebot.readers.iot23csv import rebuild_labels
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = datasets.data_root()
 
-IOT23_34 = DATA / "iot23" / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz"
-IOT23_4 = DATA / "iot23" / "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz"
-IOT23_5 = DATA / "iot23" / "CTU-Honeypot-Capture-5-1.conn.log.labeled.xz"
-IOT23_8_CSV = DATA / "iot23" / "CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz"
-IOT23_44_CSV = DATA / "iot23" / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz"
-STRATO_008 = DATA / "stratosphere" / "008-zeek-mixed.conn.log.labeled.xz"
-STRATO_010 = DATA / "stratosphere" / "010-zeek-mixed.conn.log.labeled.xz"
-STRATO_011 = DATA / "stratosphere" / "011-zeek-mixed.conn.log.labeled.xz"
-SLIPS_18 = DATA / "stratosphere" / "slips-test18-ctu-sme-11-win.conn.log.labeled.xz"
-CIC_DDOS = DATA / "cicids2017" / "MachineLearningCVE_Friday-WorkingHours-Afternoon-DDos_first9998rows.csv.xz"
-CIC_WESTERN = DATA / "cicids2017" / "WesternOC2_CICIDS2017_sample_subset6311.csv.xz"
+IOT23_34 = datasets.iot23("34-1")
+IOT23_4 = datasets.iot23("4-1")
+IOT23_5 = datasets.iot23("5-1")
+IOT23_8_CSV = datasets.iot23("8-1")
+IOT23_44_CSV = datasets.iot23("44-1")
+STRATO_008 = datasets.path(datasets.STRATOSPHERE_LOGS["008"])
+STRATO_010 = datasets.path(datasets.STRATOSPHERE_LOGS["010"])
+STRATO_011 = datasets.path(datasets.STRATOSPHERE_LOGS["011"])
+SLIPS_18 = datasets.path(datasets.STRATOSPHERE_LOGS["slips-18"])
+CIC_DDOS = datasets.path(datasets.CICIDS2017_CSVS["ddos"])
+CIC_WESTERN = datasets.path(datasets.CICIDS2017_CSVS["western"])
 
 # Every flow file in data/ with the counts SOURCES.md measured:
 # (path, format, scenario, rows, labels, detailed labels, families)

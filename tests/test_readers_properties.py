@@ -11,19 +11,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgebot import datasets
 from edgebot.errors import EdgebotError
 from edgebot.readers import open_flows
 
-DATA = Path(__file__).resolve().parent.parent / "data"
 
 # (file, number of header lines, are "#" lines comments?) for every reader; only the first
 # lines of each file are used, so that an example runs in milliseconds.
 CASES = {
-    "zeek-23-fields": (DATA / "iot23" / "CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz", 8, True),
-    "zeek-21-packed": (DATA / "iot23" / "CTU-Honeypot-Capture-4-1.conn.log.labeled.xz", 8, True),
-    "stratosphere": (DATA / "stratosphere" / "slips-test18-ctu-sme-11-win.conn.log.labeled.xz", 8, True),
-    "iot23-csv": (DATA / "iot23" / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz", 1, False),
-    "cicflowmeter": (DATA / "cicids2017" / "MachineLearningCVE_Friday-WorkingHours-Afternoon-DDos_first9998rows.csv.xz", 1, False),
+    "zeek-23-fields": (datasets.iot23("34-1"), 8, True),
+    "zeek-21-packed": (datasets.iot23("4-1"), 8, True),
+    "stratosphere": (datasets.path(datasets.STRATOSPHERE_LOGS["slips-18"]), 8, True),
+    "iot23-csv": (datasets.iot23("44-1"), 1, False),
+    "cicflowmeter": (datasets.path(datasets.CICIDS2017_CSVS["ddos"]), 1, False),
 }
 HEAD_ROWS = 120
 

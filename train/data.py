@@ -8,7 +8,6 @@ shares a window.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter

@@ -3,18 +3,18 @@
 :func:`train_run` is what ``edgebot train`` calls. The order of a run reads as a list:
 load -> split -> scale and window -> baselines -> networks -> autoencoder -> fuser ->
 thresholds -> metrics -> run dir (written to a temporary sibling, renamed when complete).
+The baselines live in :mod:`edgebot.train.baselines`, the metrics in :mod:`edgebot.train.metrics`,
+the run dir's schema in :mod:`edgebot.rundir`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +22,9 @@ import edgebot
 from edgebot.errors import DataError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
 from edgebot.fusion import reconstruction_error
+from edgebot.jsonsafe import write_json
+from edgebot.rundir import METRICS_FILE, RUN_FILES, SPEC_FILE, write_spec  # noqa: F401 - RUN_FILES re-exported
+from edgebot.statefiles import staged_dir
 from edgebot.train.data import (
     FlowTable,
     PartArrays,
@@ -34,8 +37,10 @@ from edgebot.train.data import (
     part_arrays,
     subsample_per_capture,
 )
+from edgebot.train.baselines import _fit_baselines
 from edgebot.train.fuser import FUSER_MONOTONE, fit_fusers, fuser_importance, fuser_monotone  # noqa: F401 - re-exported
-from edgebot.train.metrics import binary_metrics, threshold_for_fpr
+from edgebot.train.fuser import stratified_folds as _stratified_folds  # noqa: F401 - edgebot.train.dask_train
+from edgebot.train.metrics import binary_metrics, per_group, threshold_for_fpr
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +48,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Model names in metrics.json, in report order (pinned by a test).
 MODEL_NAMES = ("random_forest", "xgboost", "cnn", "lstm", "cnn_lstm", "autoencoder", "fused", "fused_rf")
-#: Files that make a run dir complete; the converter reads the first ones.
-RUN_FILES = (
-    "cnn_lstm.keras", "cnn.keras", "lstm.keras", "autoencoder.keras", "fuser.json", "fuser_rf.joblib",
-    "random_forest.joblib", "xgboost_flow.json", "spec.json", "data.npz", "metrics.json", "history.json",
-    "report.md", "report.html",
-)
 
 
 @dataclass(frozen=True)
@@ -120,27 +119,6 @@ def _configure_tensorflow(seed: int, threads: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _jsonable(obj: Any) -> Any:
-    """NaN / inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        value = float(obj)
-        return value if np.isfinite(value) else None
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    return obj
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write strict, stable JSON (sorted keys are not used: key order is part of the contract)."""
-    path.write_text(json.dumps(_jsonable(data), indent=2) + "\n", encoding="utf-8")
-
-
 def _versions() -> dict[str, str]:
     import keras
     import sklearn
@@ -162,19 +140,8 @@ def _check_out(out: Path, force: bool) -> None:
     if not force:
         raise DataError(f"--out {out} already exists; pass --force to replace it or choose another path")
     contents = list(out.iterdir())
-    if contents and not (out / "spec.json").exists() and not (out / "metrics.json").exists():
+    if contents and not (out / SPEC_FILE).exists() and not (out / METRICS_FILE).exists():
         raise DataError(f"--out {out} exists and is not an edgebot run dir; --force only replaces run dirs")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Move a complete run dir into place, replacing a previous run at ``out``."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _calibration_sample(windows: np.ndarray, y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -196,37 +163,6 @@ def _calibration_sample(windows: np.ndarray, y: np.ndarray, n: int, rng: np.rand
 # the models
 
 
-def _xgb_classifier(trees: int, depth: int, seed: int, threads: int, monotone: Optional[tuple] = None):
-    import xgboost as xgb
-
-    extra = {"monotone_constraints": "(" + ",".join(str(int(c)) for c in monotone) + ")"} if monotone else {}
-    return xgb.XGBClassifier(
-        n_estimators=trees, max_depth=depth, learning_rate=0.1, subsample=0.9, colsample_bytree=0.9,
-        tree_method="hist", objective="binary:logistic", eval_metric="logloss", random_state=seed,
-        n_jobs=threads, **extra,
-    )
-
-
-def _rf_classifier(trees: int, depth: Optional[int], seed: int, threads: int, min_leaf: int = 1):
-    from sklearn.ensemble import RandomForestClassifier
-
-    return RandomForestClassifier(n_estimators=trees, max_depth=depth, min_samples_leaf=min_leaf,
-                                  random_state=seed, n_jobs=threads)
-
-
-def _fit_with_bar(model, X: np.ndarray, y: np.ndarray, name: str, progress: bool):
-    from tqdm.auto import tqdm
-
-    with tqdm(total=1, desc=f"training {name}", unit="model", disable=not progress, leave=False) as bar:
-        model.fit(X, y)
-        bar.update(1)
-    return model
-
-
-def _proba(model, X: np.ndarray) -> np.ndarray:
-    if len(X) == 0:
-        return np.zeros(0, dtype=np.float32)
-    return model.predict_proba(X)[:, 1].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -246,6 +182,7 @@ def train_run(
     progress: bool = True,
     force: bool = False,
     config: Optional[TrainConfig] = None,
+    command: Optional[str] = None,
 ) -> dict:
     """Train every model on one split and write a complete run dir.
 
@@ -283,6 +220,9 @@ def train_run(
         Replace a previous run dir at ``out`` (never any other directory).
     config
         Override every other knob (see :class:`TrainConfig`); wins over ``quick``.
+    command
+        The command line that asked for this run (``edgebot train ...``), kept in ``spec.json``
+        as ``command`` (the converter copies it into the manifest's ``training`` section).
 
     Returns
     -------
@@ -327,18 +267,13 @@ def train_run(
     the_split = make_split(table, split, seed=seed)
     check_window(table, the_split, window)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with staged_dir(out) as tmp:
         metrics = _train_into(tmp, table, the_split, n_loaded, window=window, seed=seed, quick=quick,
                               fpr_budget=fpr_budget, cfg=cfg, progress=progress, started=started)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if command:
+            from edgebot.rundir import read_spec, write_spec
+
+            write_spec(tmp, {**read_spec(tmp).data, "command": command})
     log.info("run dir written to %s in %.0f s", out, time.monotonic() - started)
     from edgebot.train.report import format_summary
 
@@ -390,27 +325,13 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     return metrics
 
 
-def _fit_baselines(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int,
-                   progress: bool, t: float) -> float:
-    """Random Forest and XGBoost on single flows (each window's last flow)."""
-    makers = {
-        "random_forest": lambda: _rf_classifier(cfg.rf_trees, cfg.rf_max_depth, seed, cfg.threads),
-        "xgboost": lambda: _xgb_classifier(cfg.xgb_trees, cfg.xgb_max_depth, seed, cfg.threads),
-    }
-    for name, make in makers.items():
-        model = _fit_with_bar(make(), tr.last, tr.y, name, progress)
-        state.models[name] = model
-        state.val_scores[name], state.test_scores[name] = _proba(model, va.last), _proba(model, te.last)
-        t = state.lap(name, t)
-    return t
-
-
 def _fit_networks(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArrays, window: int, cfg: TrainConfig,
                   seed: int, progress: bool, t: float, feature_axis: bool = False) -> float:
     """CNN-only, LSTM-only and the CNN-LSTM hybrid over windows, early-stopped on validation loss."""
     from edgebot.train import models as nets
 
-    builders = {"cnn": nets.build_cnn, "lstm": nets.build_lstm, "cnn_lstm": nets.build_cnn_lstm}
+    builders: dict[str, Callable[..., Any]] = {"cnn": nets.build_cnn, "lstm": nets.build_lstm,
+                                               "cnn_lstm": nets.build_cnn_lstm}
     steps, channels = tr.windows.shape[1:]  # (T, F) host windows, or (F, 1) along the feature axis
     for name, build in builders.items():
         extra = {"pool": nets.FEATURE_AXIS_POOL} if feature_axis and name == "cnn_lstm" else {}
@@ -483,8 +404,8 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
         f"{cfg.ae_quantile:g} quantile of benign validation reconstruction errors"
     )
     metrics["validation"] = {name: {k: m[k] for k in ("recall", "fpr", "f1")} for name, m in val_metrics.items()}
-    metrics["per_family"] = _per_group(te.y, te.families, state.test_scores, thresholds, positives_only=True)
-    metrics["per_capture"] = _per_group(te.y, te.captures, state.test_scores, thresholds, positives_only=False)
+    metrics["per_family"] = per_group(te.y, te.families, state.test_scores, thresholds, positives_only=True)
+    metrics["per_capture"] = per_group(te.y, te.captures, state.test_scores, thresholds, positives_only=False)
     metrics["data"] = {
         "files": table.files,
         "flows_labeled": n_loaded,
@@ -502,12 +423,12 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
 def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxScaler, tr: PartArrays,
                    te: PartArrays, metrics: dict, *, window: int, seed: int, fpr_budget: float,
                    cfg: TrainConfig) -> None:
-    """Models, spec.json, data.npz, history.json and metrics.json (see docs/run-dir.md)."""
+    """Models, spec.json, data.npz, history.json and metrics.json (see docs/run-dir.md, edgebot.rundir)."""
     import joblib
 
     for name in ("cnn_lstm", "cnn", "lstm", "autoencoder"):
         state.models[name].save(run / f"{name}.keras")
-    state.models["fused"].save_model(str(run / "fuser.json"))
+    _fuser_booster(state).save_model(str(run / "fuser.json"))
     state.models["xgboost"].get_booster().save_model(str(run / "xgboost_flow.json"))
     joblib.dump(state.models["fused_rf"], run / "fuser_rf.joblib")
     joblib.dump(state.models["random_forest"], run / "random_forest.joblib")
@@ -517,8 +438,8 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
         "scaler": scaler.to_dict(),
         "window": window,
         "sequence": profile.sequence,
-        "fuser_raw_features": list(state.fuser_choice["raw_features"]),
-        "fuser_inputs": ["hybrid_prob", "anomaly_score", *state.fuser_choice["raw_features"]],
+        "fuser_raw_features": _fuser_raw(state, profile),
+        "fuser_inputs": ["hybrid_prob", "anomaly_score", *_fuser_raw(state, profile)],
         "fuser_choice": state.fuser_choice,
         "ae_threshold": state.ae_threshold,
         "fused_threshold": state.thresholds["fused"],
@@ -531,7 +452,7 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
         "data": [{"path": f["path"], "sha256": f["sha256"], "rows": f["rows"]} for f in table.files],
         "label_mode": "binary",
     }
-    write_json(run / "spec.json", spec)
+    write_spec(run, spec)
     np.savez_compressed(
         run / "data.npz",
         calib_windows=_calibration_sample(tr.windows, tr.y, cfg.calib_windows, np.random.default_rng(seed)),
@@ -547,6 +468,17 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
     write_json(run / "metrics.json", metrics)
 
 
+def _fuser_booster(state: _Trained):
+    """The XGBoost fuser as a Booster (edgebot.train.fuser makes one; the Dask trainer wraps its own)."""
+    fused = state.models["fused"]
+    return fused.get_booster() if hasattr(fused, "get_booster") else fused
+
+
+def _fuser_raw(state: _Trained, profile: FeatureProfile) -> list[str]:
+    """The fuser's raw features: its record's (edgebot.train.fuser), else the profile's short list."""
+    return list(state.fuser_choice.get("raw_features") or profile.fuser_raw_features)
+
+
 def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, profile: FeatureProfile) -> None:
     from edgebot.train.report import write_report
 
@@ -557,28 +489,7 @@ def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, pro
         "Random Forest on single flows (impurity)":
             dict(zip(names, state.models["random_forest"].feature_importances_.tolist())),
         "XGBoost fuser inputs (gain)":
-            fuser_importance(state.models["fused"], ["hybrid_prob", "anomaly_score",
-                                                     *state.fuser_choice["raw_features"]]),
+            fuser_importance(_fuser_booster(state), ["hybrid_prob", "anomaly_score", *_fuser_raw(state, profile)]),
     }
     write_report(run, metrics, labels=te.y, scores=state.test_scores, history=state.histories,
                  importance=importance, timings=state.timings)
-
-
-def _per_group(y: np.ndarray, groups: np.ndarray, scores: dict[str, np.ndarray], thresholds: dict[str, float],
-               *, positives_only: bool) -> dict:
-    """Recall (and FPR for groups with benign rows) of every model within each group of the test set."""
-    out: dict[str, dict] = {}
-    for group in sorted(set(groups.tolist())):
-        if positives_only and not group:
-            continue
-        mask = groups == group
-        mal, ben = mask & (y == 1), mask & (y == 0)
-        entry: dict[str, Any] = {"flows": int(mask.sum()), "benign": int(ben.sum()), "malicious": int(mal.sum())}
-        for name, s in scores.items():
-            flagged = s >= thresholds[name]
-            entry[name] = {
-                "recall": float(flagged[mal].mean()) if mal.any() else None,
-                "fpr": float(flagged[ben].mean()) if ben.any() else None,
-            }
-        out[group] = entry
-    return out

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 
 from edgebot.errors import DataError
 from edgebot.train.data import DEVICE_FOLDS, device_folds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgebot.flow import FlowRecord
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,8 @@ def score_device(bundle: Any, files: Sequence[PathLike], addresses: Sequence[str
     """
     from edgebot.readers import read_flows
 
-    records, _ = read_flows([Path(f) for f in files])
+    read, _ = read_flows([Path(f) for f in files])
+    records = cast("list[FlowRecord]", read)  # device files are Zeek-style conn logs (host and time columns)
     records.sort(key=lambda r: r.ts)  # stable: file order breaks ties
     own = set(addresses)
     out: dict[str, Any] = {"flows": len(records), "device_flows": sum(r.orig_h in own for r in records)}
@@ -153,7 +156,7 @@ def score_device(bundle: Any, files: Sequence[PathLike], addresses: Sequence[str
     else:
         scores = np.zeros(0, dtype=np.float32)
     flagged = bundle.decide(scores)
-    mine = np.array([r.orig_h in own for r in records], dtype=bool)
+    mine = np.array([r.orig_h in own for r in records], dtype=np.bool_)
     incidents = _count_false_incidents(records, scores, bundle.threshold)
     false_incidents = sum(n for host, n in incidents.items() if host in own)
     from edgebot.site import SiteSettings
@@ -202,11 +205,11 @@ def _devices_in(paths: Sequence[Path], root: Optional[PathLike]) -> tuple[dict[s
     given: dict[str, list[Path]] = defaultdict(list)
     others: list[Path] = []
     for path in paths:
-        name = by_name.get(path.name)
-        if name is None:
+        device = by_name.get(path.name)
+        if device is None:
             others.append(path)
         else:
-            given[name].append(path)
+            given[device].append(path)
     devices = {name: registry[name] for name in registry if name in given}
     return devices, {name: given[name] for name in devices}, others
 
@@ -259,31 +262,28 @@ def leave_device_out(
     from edgebot import datasets
     from edgebot.bundle import load_bundle
     from edgebot.convert.bundle_writer import convert_run
-    from edgebot.train.fit import _publish, train_run, write_json
+    from edgebot.jsonsafe import write_json
+    from edgebot.statefiles import staged_dir
+    from edgebot.train.fit import train_run
 
     started = time.monotonic()
-    paths = [Path(p) for p in paths]
+    files = [Path(p) for p in paths]
     out = Path(out)
     _check_out(out, force)
-    devices, given, others = _devices_in(paths, data_root)
+    devices, given, others = _devices_in(files, data_root)
     if not devices:
         raise DataError("leave-device-out needs benign device files (data/benign_devices, see edgebot.datasets); "
                         "none of the given files is a registered device")
     folds = device_folds([dev.group for dev in devices.values()], k, seed)
     fold_of_group = {group: i for i, fold in enumerate(folds) for group in fold}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     configuration = "custom" if config is not None else ("quick" if quick else "full")
     result: dict[str, Any] = {"split": f"{SPLIT_NAME}:{k}", "k": k, "seed": seed, "configuration": configuration,
                               "protocol": _PROTOCOL, "incident_rule": _incident_rule(), "folds": [], "devices": {}}
-    try:
+    with staged_dir(out) as tmp:
         for i, fold in enumerate(folds):
             held = [name for name, dev in devices.items() if fold_of_group[dev.group] == i]
             held_files = {f for name in held for f in given[name]}
-            train_files = [p for p in paths if p not in held_files]
+            train_files = [p for p in files if p not in held_files]
             fold_dir = tmp / "folds" / f"fold-{i}"
             log.info("fold %d/%d: %d devices held out, training on %d files", i + 1, k, len(held), len(train_files))
             t = time.monotonic()
@@ -316,10 +316,6 @@ def leave_device_out(
         result["seconds"] = round(time.monotonic() - started, 1)
         write_json(tmp / "leave_device_out.json", result)
         write_reports(tmp, result)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**result, "summary": format_leave_device_out(result, out)}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -182,3 +182,23 @@ def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> d
     out["threshold"] = float(threshold)
     out["confusion"] = cm
     return {k: out[k] for k in METRIC_KEYS}
+
+
+def per_group(y: np.ndarray, groups: np.ndarray, scores: dict[str, np.ndarray], thresholds: dict[str, float],
+               *, positives_only: bool) -> dict:
+    """Recall (and FPR for groups with benign rows) of every model within each group of the test set."""
+    out: dict[str, dict] = {}
+    for group in sorted(set(groups.tolist())):
+        if positives_only and not group:
+            continue
+        mask = groups == group
+        mal, ben = mask & (y == 1), mask & (y == 0)
+        entry: dict[str, Any] = {"flows": int(mask.sum()), "benign": int(ben.sum()), "malicious": int(mal.sum())}
+        for name, s in scores.items():
+            flagged = s >= thresholds[name]
+            entry[name] = {
+                "recall": float(flagged[mal].mean()) if mal.any() else None,
+                "fpr": float(flagged[ben].mean()) if ben.any() else None,
+            }
+        out[group] = entry
+    return out

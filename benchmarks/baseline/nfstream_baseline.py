@@ -116,13 +116,13 @@ def worker(variant: str, run_dir: Path, bundle_dir: Path, pcap: Path) -> dict:
     import xgboost
     from nfstream import NFStreamer
 
-    from edgebot.bundle import read_manifest
+    from edgebot.bundle import load_manifest
     from edgebot.features import MinMaxScaler, featurize
     from edgebot.fusion import fuser_inputs, raw_feature_index, reconstruction_error
     from edgebot.windows import make_windows
 
-    manifest = read_manifest(bundle_dir)
-    scaler = MinMaxScaler.from_dict(manifest["scaler"])
+    manifest = load_manifest(bundle_dir)  # the typed, validated manifest (edgebot.manifest.Manifest)
+    scaler = MinMaxScaler(manifest.scaler_min, manifest.scaler_max)
     if variant == "keras":
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import keras
@@ -133,8 +133,8 @@ def worker(variant: str, run_dir: Path, bundle_dir: Path, pcap: Path) -> dict:
         hybrid = keras.models.load_model(run_dir / "cnn_lstm.keras", compile=False)
         ae = keras.models.load_model(run_dir / "autoencoder.keras", compile=False)
         fuser = xgboost.Booster(model_file=str(run_dir / "fuser.json"))
-        raw_index = raw_feature_index(raw_features=manifest["fuser"]["raw_features"])
-        ae_threshold = float(manifest["thresholds"]["autoencoder"])
+        raw_index = raw_feature_index(raw_features=manifest.fuser_raw_features)
+        ae_threshold = manifest.thresholds["autoencoder"]
     else:
         flow_model = xgboost.Booster(model_file=str(run_dir / "xgboost_flow.json"))
     t_ready = time.time()
@@ -146,7 +146,7 @@ def worker(variant: str, run_dir: Path, bundle_dir: Path, pcap: Path) -> dict:
     records = [flow_record(f) for f in streamer]
     X = scaler.transform(featurize(records))
     if variant == "keras":
-        W = make_windows(X, [r.orig_h for r in records], np.array([r.ts for r in records]), int(manifest["window"]))
+        W = make_windows(X, [r.orig_h for r in records], np.array([r.ts for r in records]), manifest.window)
         prob = np.asarray(hybrid.predict(W, batch_size=256, verbose=0), dtype=np.float32)[:, 0]
         recon = np.asarray(ae.predict(X, batch_size=256, verbose=0), dtype=np.float32)
         anomaly = reconstruction_error(X, recon) / np.float32(ae_threshold)

@@ -47,24 +47,27 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from edgebot import datasets  # noqa: E402
+from edgebot.jsonsafe import plain_or_str  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-DATA = REPO / "data"
+DATA = datasets.data_root()
 sys.path.insert(0, str(HERE))
 
 log = logging.getLogger("edgebot.detection")
 
 #: Bundled Zeek captures: display name -> path under data/.
 CAPTURES: dict[str, str] = {
-    "Mirai 34-1": "iot23/CTU-IoT-Malware-Capture-34-1.conn.log.labeled.xz",
-    "Mirai 44-1": "iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz",
-    "Hakai 8-1": "iot23/CTU-IoT-Malware-Capture-8-1conn.log.labeled.csv.xz",
-    "benign 4-1": "iot23/CTU-Honeypot-Capture-4-1.conn.log.labeled.xz",
-    "benign 5-1": "iot23/CTU-Honeypot-Capture-5-1.conn.log.labeled.xz",
-    "Strato 008": "stratosphere/008-zeek-mixed.conn.log.labeled.xz",
-    "Strato 010": "stratosphere/010-zeek-mixed.conn.log.labeled.xz",
-    "Strato 011": "stratosphere/011-zeek-mixed.conn.log.labeled.xz",
-    "Remcos 18": "stratosphere/slips-test18-ctu-sme-11-win.conn.log.labeled.xz",
+    "Mirai 34-1": datasets.IOT23["34-1"],
+    "Mirai 44-1": datasets.IOT23["44-1"],
+    "Hakai 8-1": datasets.IOT23["8-1"],
+    "benign 4-1": datasets.IOT23["4-1"],
+    "benign 5-1": datasets.IOT23["5-1"],
+    "Strato 008": datasets.STRATOSPHERE_LOGS["008"],
+    "Strato 010": datasets.STRATOSPHERE_LOGS["010"],
+    "Strato 011": datasets.STRATOSPHERE_LOGS["011"],
+    "Remcos 18": datasets.STRATOSPHERE_LOGS["slips-18"],
 }
 #: Malicious families (attack-only columns): family label -> captures that hold it.
 FAMILIES: dict[str, list[str]] = {
@@ -73,10 +76,7 @@ FAMILIES: dict[str, list[str]] = {
     "External-Attack-to-Device": ["Strato 008", "Strato 010", "Strato 011"],
     "RemcosRAT": ["Remcos 18"],
 }
-CIC_FILES = [
-    "cicids2017/WesternOC2_CICIDS2017_sample_subset6311.csv.xz",
-    "cicids2017/MachineLearningCVE_Friday-WorkingHours-Afternoon-DDos_first9998rows.csv.xz",
-]
+CIC_FILES = [datasets.CICIDS2017_CSVS["western"], datasets.CICIDS2017_CSVS["ddos"]]
 IOT23 = ["Mirai 34-1", "Hakai 8-1", "benign 4-1", "benign 5-1"]
 #: Generalization-matrix rows: name -> training captures (temporal split inside them).
 ROWS: dict[str, list[str]] = {
@@ -189,13 +189,15 @@ class FloatScorer:
         import keras
         import xgboost
 
-        self.spec = json.loads((run_dir / "spec.json").read_text())
+        from edgebot.rundir import read_spec
+
+        self.spec = read_spec(run_dir)
         self.hybrid = keras.models.load_model(run_dir / "cnn_lstm.keras", compile=False)
         self.ae = keras.models.load_model(run_dir / "autoencoder.keras", compile=False)
         self.fuser = xgboost.Booster(model_file=str(run_dir / "fuser.json"))
         self.fuser.set_param({"nthread": 2})
-        self.threshold = float(self.spec["fused_threshold"])
-        self.ae_threshold = float(self.spec["ae_threshold"])
+        self.threshold = self.spec.fused_threshold
+        self.ae_threshold = self.spec.ae_threshold
 
     def score(self, W: np.ndarray, raw_index: list[int]) -> np.ndarray:
         """Fused float scores of scaled host windows ``(n, T, F)``."""
@@ -240,7 +242,7 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
     hosts = [f.orig_h for f in flows]
     W = HostWindows(bundle.window, bundle.n_features, max_hosts=max_hosts).push_many(hosts, X)
     q = np.asarray(bundle.score(W), dtype=np.float64)
-    f = floater.score(W, raw_feature_index(bundle.profile.feature_names, bundle.manifest["fuser"]["raw_features"]))
+    f = floater.score(W, raw_feature_index(bundle.profile.feature_names, bundle.spec.fuser_raw_features))
     return ScoredCapture(
         ts=np.array([r.ts for r in flows], dtype=np.float64),
         end=np.array([r.ts + (r.duration or 0.0) for r in flows], dtype=np.float64),
@@ -407,7 +409,7 @@ def run_study(quick: bool, seed: int, out: Path) -> dict:
     res["seconds"] = round(time.perf_counter() - started, 1)
     det = out / "detection"
     det.mkdir(parents=True, exist_ok=True)
-    (det / "results.json").write_text(json.dumps(res, indent=2, default=_jsonable) + "\n")
+    (det / "results.json").write_text(json.dumps(res, indent=2, default=plain_or_str) + "\n")
     report_md.figures(res, det / "figures")
     (out / "DETECTION.md").write_text(report_md.render(res))
     log.info("wrote %s, %s and figures in %.1f min", rel(out / "DETECTION.md"), rel(det / "results.json"),
@@ -422,17 +424,9 @@ def render_only(out: Path) -> None:
     det = out / "detection"
     res = json.loads((det / "results.json").read_text())
     res["targets"] = report_md.targets(res)
-    (det / "results.json").write_text(json.dumps(res, indent=2, default=_jsonable) + "\n")
+    (det / "results.json").write_text(json.dumps(res, indent=2, default=plain_or_str) + "\n")
     report_md.figures(res, det / "figures")
     (out / "DETECTION.md").write_text(report_md.render(res))
-
-
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -17,7 +17,6 @@ Everything is downloaded into a cache folder (``build/pi-check`` by default, ign
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -255,8 +254,10 @@ def aarch64_platform_flags() -> list[str]:
 
 def install_target(cache: Path, name: str, wheel: Path, extra_reqs: tuple[str, ...], aarch64: bool) -> Path:
     """``pip install --target <cache>/site-<name> WHEEL[edge] EXTRA...`` (reused while inputs are unchanged)."""
+    from edgebot.bundle import sha256_file
+
     site = cache / f"site-{name}"
-    key = {"wheel_sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(), "reqs": list(extra_reqs),
+    key = {"wheel_sha256": sha256_file(wheel), "reqs": list(extra_reqs),
            "aarch64": aarch64, "python": sys.version_info[:2] if not aarch64 else (3, 11)}
     stamp = cache / f"site-{name}.json"
     if site.exists() and stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(key)):

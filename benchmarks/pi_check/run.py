@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebot import datasets
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import env  # noqa: E402  (this folder's env.py)
 
@@ -56,7 +58,7 @@ VARIANTS = {
     "pi5": ("pi5", "cortex-a76", "edge", ()),
     "fallback": (None, "cortex-a72", "edge-litert-lt-2.2", ("ai-edge-litert<2.2",)),
 }
-SME_PROBE_LOG = "data/stratosphere/008-zeek-mixed.conn.log.labeled.xz"
+SME_PROBE_LOG = "data/" + datasets.STRATOSPHERE_LOGS["008"]
 #: Constructs an Interpreter directly (no edgebot), to see whether the runtime itself survives.
 CONSTRUCT = ("import sys; from ai_edge_litert.interpreter import Interpreter; "
              "Interpreter(model_content=open(sys.argv[1], 'rb').read(), num_threads=1); print('constructed')")
@@ -64,9 +66,9 @@ CONSTRUCT = ("import sys; from ai_edge_litert.interpreter import Interpreter; "
 
 def inputs() -> tuple[list[Path], list[Path]]:
     """Every bundled pcap (IoT-23 and the Zeek traces) and every bundled Zeek-style flow log."""
-    pcaps = sorted((REPO / "data/pcaps").glob("*.pcap*")) + sorted((REPO / "data/pcaps/zeek_traces").glob("*.pcap*"))
-    logs = sorted((REPO / "data/iot23").glob("*conn.log.labeled*")) + sorted(
-        (REPO / "data/stratosphere").glob("*conn.log.labeled*"))
+    pcaps = sorted(datasets.path("pcaps").glob("*.pcap*")) + sorted(datasets.path(datasets.ZEEK_TRACES).glob("*.pcap*"))
+    logs = sorted(datasets.path("iot23").glob("*conn.log.labeled*")) + sorted(
+        datasets.path("stratosphere").glob("*conn.log.labeled*"))
     return pcaps, logs
 
 

@@ -44,7 +44,7 @@ from .model import KERAS_PATHS, MODEL_KINDS, compute_ratios, fastest_keras
 from .pipeline import measure_pipeline
 from .report import format_bench
 from .run import BENCH_SCHEMA, RESULT_KEYS, run_bench
-from .timing import STAT_KEYS, call_stats, percentiles_ms, time_calls
+from edgebot.timing import STAT_KEYS, call_stats, percentiles_ms, time_calls
 from .workers import EDGE_BOOT, edge_worker_cmd
 
 __all__ = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgebot.errors import EdgebotError
+from edgebot.readers.common import compression_of, open_binary
 
 
 def synthetic_flows(n: int, seed: int = 0) -> list:
@@ -68,18 +67,12 @@ def bench_windows(bundle: Any, flows: list, n: int) -> np.ndarray:
 
 def decompressed_copy(pcap: Path, workdir: Path) -> Path:
     """``pcap`` itself when uncompressed, else a decompressed copy in ``workdir``."""
-    with open(pcap, "rb") as fh:
-        magic = fh.read(6)
-    if magic.startswith(b"\xfd7zXZ"):
-        opener: Any = lzma.open
-    elif magic.startswith(b"\x1f\x8b"):
-        opener = gzip.open
-    else:
+    if compression_of(pcap) is None:
         return pcap
     name = pcap.name
-    for ext in (".xz", ".gz"):
+    for ext in (".xz", ".gz", ".bz2"):
         name = name[: -len(ext)] if name.endswith(ext) else name
     dest = workdir / name
-    with opener(pcap, "rb") as src, open(dest, "wb") as dst:
+    with open_binary(pcap) as src, open(dest, "wb") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     return dest

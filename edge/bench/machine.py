@@ -3,7 +3,6 @@ compare with: the run dir of the bundle's Keras models, and whether TensorFlow i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -14,28 +13,29 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgebot.errors import BundleError, EdgebotError
+from edgebot.rundir import BENCH_INPUTS, missing_files, read_spec
 
 log = logging.getLogger(__name__)
 
 #: Packages whose versions the machine section records.
 PACKAGES: tuple[str, ...] = (
     "edgebot", "numpy", "ai-edge-litert", "tflite-runtime", "xgboost", "xgboost-cpu", "paho-mqtt",
-    "tensorflow", "tensorflow-cpu", "keras", "nfstream",
+    "msgspec", "tensorflow", "tensorflow-cpu", "keras", "nfstream",
 )
 _INSTALL_TRAIN = "pip install 'edgebot[train]'"
 
 
 def _spec_matches(run: Path, manifest: dict) -> tuple[bool, str]:
     try:
-        spec = json.loads((run / "spec.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return False, f"{run / 'spec.json'} unreadable ({exc.__class__.__name__})"
+        spec = read_spec(run)
+    except BundleError as exc:
+        return False, str(exc)
     th = manifest.get("thresholds", {})
     checks = (
-        (spec.get("window"), manifest.get("window"), "window"),
-        (spec.get("featurizer", {}).get("hash"), manifest.get("featurizer", {}).get("hash"), "featurizer hash"),
-        (spec.get("ae_threshold"), th.get("autoencoder"), "autoencoder threshold"),
-        (spec.get("fused_threshold"), th.get("fused"), "fused threshold"),
+        (spec.window, manifest.get("window"), "window"),
+        (spec.featurizer_hash, manifest.get("featurizer", {}).get("hash"), "featurizer hash"),
+        (spec.ae_threshold, th.get("autoencoder"), "autoencoder threshold"),
+        (spec.fused_threshold, th.get("fused"), "fused threshold"),
     )
     for got, want, what in checks:
         if got != want:
@@ -44,7 +44,7 @@ def _spec_matches(run: Path, manifest: dict) -> tuple[bool, str]:
 
 
 def _has_models(run: Path) -> bool:
-    return all((run / name).is_file() for name in ("cnn_lstm.keras", "autoencoder.keras", "spec.json"))
+    return not missing_files(run, BENCH_INPUTS)
 
 
 def find_run_dir(bundle_dir: str | os.PathLike, manifest: dict,
@@ -126,18 +126,18 @@ def delegate_info(bundle_dir: str | os.PathLike) -> dict:
     Call it before the process creates any other interpreter: LiteRT prints its
     ``Created TensorFlow Lite XNNPACK delegate`` banner once per process.
     """
-    from edgebot.bundle import read_manifest
+    from edgebot.bundle import load_manifest
     from edgebot.runtime import find_interpreter
 
     try:
-        manifest = read_manifest(bundle_dir)
+        manifest = load_manifest(Path(bundle_dir))
         cls, _ = find_interpreter()
     except EdgebotError as exc:
         return {"delegate": f"unknown ({exc})"}
     info: dict = {"threads": 1, "models": {}}
     banner = ""
-    for key, name in (("hybrid", "hybrid.tflite"), ("autoencoder", "autoencoder.tflite")):
-        path = Path(bundle_dir) / manifest["models"][key]["file"]
+    for name, entry in (("hybrid.tflite", manifest.hybrid), ("autoencoder.tflite", manifest.autoencoder)):
+        path = Path(bundle_dir) / entry.file
         with tempfile.TemporaryFile() as err:
             saved = os.dup(2)
             os.dup2(err.fileno(), 2)

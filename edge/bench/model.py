@@ -9,7 +9,7 @@ import numpy as np
 
 from .inputs import synthetic_flows
 from .machine import _version
-from .timing import call_stats, time_calls
+from edgebot.timing import call_stats, time_calls
 
 #: Model-level measurements, in the order they are printed.
 MODEL_KINDS: tuple[str, ...] = (

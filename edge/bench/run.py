@@ -29,7 +29,7 @@ from .model import (
     measure_int8,
 )
 from .pipeline import _empty_pipeline, measure_pipeline
-from .timing import call_stats
+from edgebot.timing import call_stats
 from .workers import run_keras_worker
 
 #: Version of the result layout; bump when a pinned key changes.

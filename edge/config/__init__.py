@@ -5,8 +5,8 @@ module             what lives there
 =================  =====================================================================
 ``schema``         the core sections, and ``[source]`` and the sink sections derived from
                    the plug-ins (each source or sink declares its own ``Settings``)
-``load``           TOML file and command-line overrides -> :data:`AgentConfig`, key-path
-                   errors with "did you mean"
+``load``           TOML file and command-line overrides -> :data:`AgentConfig` (structured
+                   and coerced by msgspec), key-path errors with "did you mean"
 ``checks``         the semantic checks of ``--check-config`` and start-up
 =================  =====================================================================
 

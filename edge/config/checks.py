@@ -26,8 +26,8 @@ def config_problems(config: AgentConfig) -> list[str]:
         problems.append(f"gateway_id: {config.gateway_id!r} must be 1-64 letters, digits, '_', '.' "
                         "or '-' (it is part of MQTT topics)")
     if config.bundle is None:
-        problems.append("bundle: not set; add bundle = \"path/to/bundle\" to the config file "
-                        "or pass --bundle")
+        problems.append("bundle: not set and this edgebot ships no default bundle; add "
+                        "bundle = \"path/to/bundle\" to the config file or pass --bundle")
     elif not Path(config.bundle).is_dir():
         problems.append(f"bundle: no such directory: {config.bundle} "
                         "(copy the output of 'edgebot convert' there)")

@@ -1,4 +1,4 @@
-"""Alert sinks for the agent: JSON lines, MQTT with an on-disk queue (one module per sink type)."""
+"""Alert sinks for the agent: JSON lines, Suricata EVE, syslog, MQTT with an on-disk queue (one module per sink type)."""
 
 from __future__ import annotations
 

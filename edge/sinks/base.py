@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import json
 import logging
-import math
 import threading
 import time
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional, Type
 
 from edgebot.edge.plugins import Flag, PluginRegistry
 from edgebot.errors import ConfigError, SinkError
+from edgebot.jsonsafe import dumps, plain
 
 if TYPE_CHECKING:
     from edgebot.edge.config import AgentConfig
@@ -32,28 +32,6 @@ __all__ = [
 ]
 
 
-def _json_default(value: Any) -> Any:
-    """Turn numpy scalars and arrays (or anything with ``item``/``tolist``) into plain JSON."""
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities (not valid JSON) by ``None``, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 def encode_message(message: Mapping[str, Any]) -> str:
     """Encode one message as compact, strict JSON (one line, no NaN).
 
@@ -71,10 +49,9 @@ def encode_message(message: Mapping[str, Any]) -> str:
         The JSON text, without a trailing newline.
     """
     try:
-        return json.dumps(message, separators=(",", ":"), allow_nan=False, default=_json_default)
-    except ValueError:
-        plain = json.loads(json.dumps(message, default=_json_default))
-        return json.dumps(_finite(plain), separators=(",", ":"), allow_nan=False)
+        return json.dumps(message, separators=(",", ":"), allow_nan=False, default=plain)
+    except ValueError:  # a NaN or an infinity somewhere: the slow path replaces them
+        return dumps(message, compact=True)
 
 
 class Sink(abc.ABC):

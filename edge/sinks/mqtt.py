@@ -111,6 +111,8 @@ class MqttConfig:
     queue_path: str | None = setting(None, path=True)
     """Default ``<state dir>/mqtt-queue-<gateway_id>.sqlite``."""
     queue_max_messages: int = setting(10_000, low=1, high=10_000_000)
+    commands: bool = setting(True)
+    """Carry out operator commands from ``<topic_prefix>/<gateway_id>/cmd`` (who may send them: the broker's ACL)."""
 
     def __repr__(self) -> str:
         return f"MqttConfig({', '.join(f'{k}={v!r}' for k, v in redacted(self).items())})"
@@ -240,6 +242,7 @@ class MqttSink(Sink):
         queue_own_dir: bool = False,
         max_inflight: int = 20,
         reconnect_delay: tuple[float, float] = (1.0, 60.0),
+        commands: bool = _DEFAULT.commands,
     ) -> None:
         super().__init__()
         self._paho = _import_paho()
@@ -294,7 +297,9 @@ class MqttSink(Sink):
         self._outage_logged = False
         self._logged_errors: set[str] = set()
         self._connects = 0
-        self._ha = HomeAssistantDiscovery(gateway_id, base, self.discovery_prefix)
+        self.commands = commands
+        self.inbox: Any = None  # a CommandInbox (edge/sinks/mqtt_commands.py) once the agent enables commands
+        self._ha = HomeAssistantDiscovery(gateway_id, base, self.discovery_prefix, commands=commands)
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> MqttSink:
@@ -320,6 +325,7 @@ class MqttSink(Sink):
             discovery_prefix=mqtt.discovery_prefix,
             queue_max_messages=mqtt.queue_max_messages,
             queue_own_dir=mqtt.queue_path is None,
+            commands=mqtt.commands,
         )
 
     # -- start ----------------------------------------------------------------------------
@@ -367,7 +373,18 @@ class MqttSink(Sink):
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        if self.inbox is not None:
+            client.message_callback_add(self.inbox.topic, self.inbox.on_message)
         return client
+
+    def enable_commands(self, inbox: Any) -> None:
+        """Subscribe to ``inbox.topic`` on every connect and hand its messages to ``inbox.on_message``."""
+        self.inbox = inbox
+        inbox.client = self._client
+        if self._client is not None:
+            self._client.message_callback_add(inbox.topic, inbox.on_message)
+            if self._connected.is_set():
+                self._client.subscribe(inbox.topic, qos=1)
 
     # -- paho callbacks (network thread) ----------------------------------------------------
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any,
@@ -392,6 +409,9 @@ class MqttSink(Sink):
         self._outage_logged = False
         self._logged_errors.clear()
         client.publish(self.topic_status, "online", qos=1, retain=True)
+        if self.inbox is not None:
+            self.inbox.client = client
+            client.subscribe(self.inbox.topic, qos=1)
         if self.homeassistant:
             for topic, payload in self._ha.gateway_messages():
                 client.publish(topic, payload, qos=1, retain=True)

@@ -34,6 +34,7 @@ _COMPRESSIONS: tuple[tuple[bytes, str], ...] = (
     (b"\xfd7zXZ\x00", "xz"),
     (b"\x1f\x8b\x08", "gzip"),
 )
+_BZIP2_MAGICS = (b"1AY&SY", b"\x17rE8P\x90")
 _OPENERS: dict[Optional[str], Callable[..., IO[Any]]] = {
     None: open,
     "xz": lzma.open,
@@ -67,8 +68,29 @@ class MalformedRow(Exception):
         self.detail = detail or reason
 
 
+def sniff_compression(head: bytes) -> Optional[str]:
+    """Name the compression of a stream from its first (up to 10) bytes, not from a file name.
+
+    The one magic-number table of edgebot (flow logs here, pcaps in ``edgebot.edge.pcapfile``,
+    the bench's decompressed copies).
+
+    Returns
+    -------
+    str or None
+        ``"xz"``, ``"gzip"``, ``"bzip2"`` or None for an uncompressed stream.
+    """
+    for prefix, name in _COMPRESSIONS:
+        if head.startswith(prefix):
+            return name
+    # bzip2: "BZh" + block size digit + the block magic (pi in BCD) or, for an empty stream, the
+    # end-of-stream magic (sqrt(pi)); stricter than "BZh" alone.
+    if len(head) >= 10 and head[:3] == b"BZh" and head[3:4].isdigit() and head[4:10] in _BZIP2_MAGICS:
+        return "bzip2"
+    return None
+
+
 def compression_of(path: Path) -> Optional[str]:
-    """Name the compression of a file from its first bytes.
+    """Name the compression of a file from its first bytes (:func:`sniff_compression`).
 
     Parameters
     ----------
@@ -90,13 +112,7 @@ def compression_of(path: Path) -> Optional[str]:
             magic = raw.read(10)
     except OSError as exc:
         raise SourceError(f"{path}: cannot open ({exc.strerror or exc}); check the path") from exc
-    for prefix, name in _COMPRESSIONS:
-        if magic.startswith(prefix):
-            return name
-    # bzip2: "BZh" + block size digit + the block magic (pi in BCD); stricter than "BZh" alone.
-    if len(magic) == 10 and magic[:3] == b"BZh" and magic[3:4].isdigit() and magic[4:] == b"1AY&SY":
-        return "bzip2"
-    return None
+    return sniff_compression(magic)
 
 
 def open_binary(path: Path) -> IO[bytes]:

@@ -12,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+from edgebot import datasets
+
 GOLDEN_DIR = Path(__file__).resolve().parent
 REPO = GOLDEN_DIR.parents[1]
-TRACES = REPO / "data" / "pcaps" / "zeek_traces"
+TRACES = datasets.path(datasets.ZEEK_TRACES)
 
 COLUMNS = ("ts", "uid", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "duration", "orig_bytes",
            "resp_bytes", "conn_state", "missed_bytes", "history", "orig_pkts", "orig_ip_bytes",

@@ -1,4 +1,8 @@
-"""Timing of repeated calls and their statistics: p50/p95/p99 per call, items per second."""
+"""Timing of repeated calls and their statistics: p50/p95/p99 per call, items per second.
+
+One place for the bench (``edgebot.edge.bench`` and its TensorFlow worker
+``edgebot.convert.bench_worker``) and the agent's verdict-latency summary.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ def call_stats(seconds: Sequence[float], batch: int) -> dict:
     arr = np.asarray(seconds, dtype=np.float64) * 1000.0
     if arr.size == 0:
         raise ValueError("no timings to summarize")
-    p50, p95, p99 = (float(v) for v in np.percentile(arr, [50, 95, 99]))
+    p = percentiles(arr)
+    p50, p95, p99 = p["p50"], p["p95"], p["p99"]
     return {
         "batch": int(batch), "calls": int(arr.size),
         "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "mean_ms": float(arr.mean()),
@@ -63,9 +68,15 @@ def time_calls(fn: Callable[[], Any], repeat: int, warmup: Optional[int] = None)
     return out
 
 
+def percentiles(values: Sequence[float] | np.ndarray, qs: Sequence[int] = (50, 95, 99),
+                empty: Optional[float] = 0.0) -> dict[str, Any]:
+    """``{"p50": .., "p95": .., "p99": ..}`` of ``values`` in their unit, ``empty`` for each when there are none."""
+    if len(values) == 0:
+        return {f"p{q}": empty for q in qs}
+    p = np.percentile(np.asarray(values, dtype=np.float64), list(qs))
+    return {f"p{q}": float(v) for q, v in zip(qs, p)}
+
+
 def percentiles_ms(values_ms: Sequence[float]) -> dict:
     """``{"p50": .., "p95": .., "p99": ..}`` of values already in milliseconds (None when empty)."""
-    if len(values_ms) == 0:
-        return {"p50": None, "p95": None, "p99": None}
-    p = np.percentile(np.asarray(values_ms, dtype=np.float64), [50, 95, 99])
-    return {"p50": float(p[0]), "p95": float(p[1]), "p99": float(p[2])}
+    return percentiles(values_ms, empty=None)

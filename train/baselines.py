@@ -1,0 +1,68 @@
+"""The baseline models of a run: Random Forest and XGBoost on single flows (each window's last flow).
+
+They set the bar the networks and the fuser must clear, and their makers and fitting helpers are
+the ones every tree model of a run uses (the fusers too): seeded, ``threads`` jobs, a progress
+bar, scores as the probability of the malicious class.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from edgebot.train.data import PartArrays
+    from edgebot.train.fit import TrainConfig, _Trained
+
+#: The baselines, in report order.
+BASELINE_NAMES = ("random_forest", "xgboost")
+
+
+def _xgb_classifier(trees: int, depth: int, seed: int, threads: int, monotone: Optional[tuple] = None) -> Any:
+    from edgebot.lean import import_xgboost_sklearn
+
+    xgb = import_xgboost_sklearn()
+    extra = {"monotone_constraints": "(" + ",".join(str(int(c)) for c in monotone) + ")"} if monotone else {}
+    return xgb.XGBClassifier(
+        n_estimators=trees, max_depth=depth, learning_rate=0.1, subsample=0.9, colsample_bytree=0.9,
+        tree_method="hist", objective="binary:logistic", eval_metric="logloss", random_state=seed,
+        n_jobs=threads, **extra,
+    )
+
+
+def _rf_classifier(trees: int, depth: Optional[int], seed: int, threads: int, min_leaf: int = 1) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=trees, max_depth=depth, min_samples_leaf=min_leaf,
+                                  random_state=seed, n_jobs=threads)
+
+
+def _fit_with_bar(model: Any, X: np.ndarray, y: np.ndarray, name: str, progress: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=1, desc=f"training {name}", unit="model", disable=not progress, leave=False) as bar:
+        model.fit(X, y)
+        bar.update(1)
+    return model
+
+
+def _proba(model: Any, X: np.ndarray) -> np.ndarray:
+    if len(X) == 0:
+        return np.zeros(0, dtype=np.float32)
+    return model.predict_proba(X)[:, 1].astype(np.float32)
+
+
+def _fit_baselines(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int,
+                   progress: bool, t: float) -> float:
+    """Random Forest and XGBoost on single flows (each window's last flow)."""
+    makers: dict[str, Callable[[], Any]] = {
+        "random_forest": lambda: _rf_classifier(cfg.rf_trees, cfg.rf_max_depth, seed, cfg.threads),
+        "xgboost": lambda: _xgb_classifier(cfg.xgb_trees, cfg.xgb_max_depth, seed, cfg.threads),
+    }
+    for name, make in makers.items():
+        model = _fit_with_bar(make(), tr.last, tr.y, name, progress)
+        state.models[name] = model
+        state.val_scores[name], state.test_scores[name] = _proba(model, va.last), _proba(model, te.last)
+        t = state.lap(name, t)
+    return t

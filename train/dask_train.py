@@ -1,0 +1,569 @@
+"""``edgebot train SHARDS/``: train from a prepared shard set, XGBoost on Dask, the networks from ``tf.data``.
+
+The same models, thresholds, metrics and run dir as :func:`edgebot.train.fit.train_run`
+(so ``edgebot convert`` takes the result), with the data read from shards:
+
+* the flow-level XGBoost and the XGBoost fuser train through ``xgboost.dask`` on a
+  ``DaskQuantileDMatrix`` (a ``LocalCluster`` of ``--dask-workers`` processes, or the cluster
+  at ``--dask``); every worker must see the shard set at the same path;
+* the CNN, LSTM, CNN-LSTM and the autoencoder read the training shards through ``tf.data``
+  (one shard in memory at a time, shuffled in a buffer of ``SHUFFLE_BUFFER`` windows);
+* validation and test parts, the Random Forest baseline and the int8 calibration sample are held
+  in memory. The stated subsampling: ``max_flows_per_capture`` (``--quick``: 6,000) keeps that many
+  flows of each capture evenly spaced in time for every model, as in-memory training does; their
+  windows come from the full flow stream, and their part is the one ``prepare`` assigned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgebot.errors import DataError, EdgebotError
+from edgebot.features import get_profile
+from edgebot.fusion import fuser_inputs, raw_feature_index
+from edgebot.train import shards as sh
+from edgebot.train.data import PartArrays
+from edgebot.train.fit import (
+    TrainConfig,
+    _calibration_sample,  # noqa: F401  (used through _write_run_dir)
+    _check_out,
+    _configure_tensorflow,
+    _evaluate,
+    _publish,
+    _rf_classifier,
+    _set_thresholds,
+    _stratified_folds,
+    _Trained,
+    _write_report,
+    _write_run_dir,
+    fuser_monotone,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+
+#: Windows in the tf.data shuffle buffer.
+SHUFFLE_BUFFER = 20_000
+#: Seconds to wait for a scheduler to answer.
+CONNECT_TIMEOUT = 5
+
+
+class SchedulerUnreachable(EdgebotError):
+    """No Dask scheduler answers at the given address (exit 2)."""
+
+
+class ClusterFailed(EdgebotError):
+    """The Dask cluster failed during training: a worker was lost or a task raised (exit 1)."""
+
+    exit_code = 1
+
+
+# ----------------------------------------------------------------------------------------------
+# the cluster
+
+
+def connect(scheduler: Optional[str], workers: int, threads: int):
+    """A Dask client: to ``scheduler`` if given, else to a new ``LocalCluster`` of ``workers`` processes.
+
+    Raises
+    ------
+    SchedulerUnreachable
+        Nothing answers at ``scheduler`` within ``CONNECT_TIMEOUT`` seconds.
+    """
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=f"{CONNECT_TIMEOUT}s"), None
+        except (OSError, TimeoutError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SchedulerUnreachable(f"cannot reach the Dask scheduler at {scheduler}: {reason}") from None
+    if workers < 1:
+        raise DataError(f"--dask-workers must be at least 1, got {workers}")
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=max(1, threads // workers), processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+def _warm_worker() -> bool:
+    """Import what the training tasks need once per worker (the first XGBoost task would pay it)."""
+    import xgboost.dask  # noqa: F401
+
+    import edgebot.train.shards  # noqa: F401
+
+    return True
+
+
+def warm(client) -> None:
+    """Run :func:`_warm_worker` as a task on every worker (a task, not ``client.run``: the import must not
+    block the worker's event loop and its heartbeats)."""
+    addresses = list(client.nthreads())
+    futures = [client.submit(_warm_worker, workers=[a], allow_other_workers=False, pure=False) for a in addresses]
+    client.gather(futures)
+
+
+def _watched(client, what: str, fn, *args, **kwargs):
+    """Run ``fn`` (a blocking xgboost.dask call) and fail in one line if a worker leaves meanwhile.
+
+    A lost worker leaves XGBoost's collective waiting for it forever; the watch turns that into an
+    error instead of a hang.
+    """
+    start_workers = set(client.nthreads())  # asked of the scheduler (scheduler_info() is a cache)
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn(*args, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"edgebot-{what}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+        if not thread.is_alive():
+            break
+        try:
+            now = set(client.nthreads())
+        except Exception:  # noqa: BLE001 - the scheduler itself went away
+            raise ClusterFailed(f"lost the Dask scheduler during {what}") from None
+        lost = start_workers - now
+        if lost:
+            raise ClusterFailed(f"Dask worker {sorted(lost)[0]} was lost during {what} "
+                                f"({len(now)} of {len(start_workers)} workers left); training stopped") from None
+    if "error" in result:
+        exc = result["error"]
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterFailed(f"{what} failed on the Dask cluster: {first}") from None
+    return result["value"]
+
+
+def _xgb_params(trees: int, depth: int, seed: int, threads: int, monotone: Optional[tuple] = None) -> tuple[dict, int]:
+    """The parameters of ``fit._xgb_classifier`` as a ``xgboost.train`` dict, and its rounds."""
+    params = {"max_depth": depth, "learning_rate": 0.1, "subsample": 0.9, "colsample_bytree": 0.9,
+              "tree_method": "hist", "objective": "binary:logistic", "eval_metric": "logloss", "seed": seed,
+              "nthread": threads, "verbosity": 0}
+    if monotone:
+        params["monotone_constraints"] = "(" + ",".join(str(int(c)) for c in monotone) + ")"
+    return params, trees
+
+
+class BoosterModel:
+    """A trained booster with the bits of ``XGBClassifier`` the run dir and report use."""
+
+    def __init__(self, booster, n_features: int):
+        self.booster = booster
+        self.n_features = n_features
+
+    def get_booster(self):
+        return self.booster
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = np.asarray(self.booster.inplace_predict(np.ascontiguousarray(X, dtype=np.float32)), dtype=np.float32)
+        return np.stack([1 - p, p], axis=1)
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        """Normalized total gain, as ``XGBClassifier.feature_importances_`` (importance_type gain)."""
+        score = self.booster.get_score(importance_type="gain")
+        out = np.zeros(self.n_features, dtype=np.float32)
+        for k, v in score.items():
+            out[int(k[1:]) if k.startswith("f") else int(k)] = v
+        total = out.sum()
+        return out / total if total > 0 else out
+
+
+def _dask_fit(client, X, y, params: dict, rounds: int, what: str) -> Any:
+    """``xgboost.dask.train`` on a ``DaskQuantileDMatrix`` of dask arrays ``X``, ``y``; the booster."""
+    from xgboost import dask as dxgb
+
+    def fit():
+        dtrain = dxgb.DaskQuantileDMatrix(client, X, y)
+        return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
+
+    started = time.monotonic()
+    booster = _watched(client, what, fit)
+    log.info("%s on Dask: %.2f s", what, time.monotonic() - started)
+    return booster
+
+
+def _local_dask_array(client, X: np.ndarray, workers: int):
+    import dask.array as da
+
+    rows = max(1, -(-len(X) // max(1, workers)))
+    return da.from_array(X, chunks=(rows,) + X.shape[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# reading shards
+
+
+@dataclass
+class ShardSet:
+    root: Path
+    manifest: dict
+    scaler: Any
+    sequence: str
+    keep: dict  # capture -> kept time ranks (None: all)
+
+    @classmethod
+    def open(cls, root, cap: Optional[int]) -> "ShardSet":
+        manifest = sh.load_manifest(root)
+        profile = get_profile(manifest["featurizer"]["profile"])
+        keep = {s["capture"]: sh.keep_ranks(s["labeled"], cap) for s in manifest["sources"]}
+        return cls(Path(root), manifest, sh.fit_scaler(manifest), profile.sequence, keep)
+
+    def part_rows(self, entry: dict, data: dict, part: int) -> np.ndarray:
+        return sh.select_rows(data, part, self.keep[entry["capture"]])
+
+    def load_part(self, part: int, max_rows: Optional[int] = None, seed: int = 0) -> PartArrays:
+        """One part in memory (every kept row, or at most ``max_rows`` spread over it)."""
+        pieces: list[tuple] = []
+        for entry in sh.shards_of(self.manifest, [part]):
+            data = sh.open_shard(self.root, entry, self.manifest)
+            idx = self.part_rows(entry, data, part)
+            if not len(idx):
+                continue
+            windows, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
+            pieces.append((windows, last, data["y"][idx], data["families"][idx], data["hosts"][idx],
+                           np.full(len(idx), entry["capture"], dtype=object), data["ts"][idx]))
+        if not pieces:
+            raise DataError(f"the {sh.PARTS[part]} part of the shard set is empty")
+        cols = [np.concatenate([p[i] for p in pieces]) for i in range(7)]
+        if max_rows and len(cols[2]) > max_rows:
+            pick = np.sort(np.random.default_rng(seed).choice(len(cols[2]), size=max_rows, replace=False))
+            cols = [c[pick] for c in cols]
+        return PartArrays(cols[0], cols[1], cols[2].astype(np.int8), cols[3].astype(object),
+                          cols[4].astype(object), cols[5], cols[6])
+
+    def train_counts(self) -> list[tuple[dict, int]]:
+        """(shard entry, kept training rows) for every shard with training rows."""
+        out = []
+        for entry in sh.shards_of(self.manifest, [0]):
+            lo, hi = entry["ranks"]
+            src = next(s for s in self.manifest["sources"] if s["capture"] == entry["capture"])
+            hi_train = min(hi, src["cuts"]["val_start"])
+            keep = self.keep[entry["capture"]]
+            n = max(0, hi_train - lo) if keep is None else int(np.sum((keep >= lo) & (keep < hi_train)))
+            if n:
+                out.append((entry, n))
+        return out
+
+    def train_generator(self, benign_only: bool = False, autoencoder: bool = False):
+        """Per-shard arrays of the training part for ``tf.data``: (windows, y), or (last, last) benign."""
+        for entry in sh.shards_of(self.manifest, [0]):
+            data = sh.open_shard(self.root, entry, self.manifest)
+            idx = self.part_rows(entry, data, 0)
+            if benign_only:
+                idx = idx[data["y"][idx] == 0]
+            if not len(idx):
+                continue
+            windows, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
+            if autoencoder:
+                yield last, last
+            else:
+                yield windows, data["y"][idx].astype(np.float32)
+
+
+def _train_flows(root: str, entry: dict, head: dict, scaler: dict, sequence: str,
+                 keep: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Scaled last rows and labels of a shard's kept training flows (a task on a Dask worker)."""
+    from edgebot.features import MinMaxScaler
+
+    data = sh.open_shard(Path(root), entry, head)
+    idx = sh.select_rows(data, 0, keep)
+    _, last = sh.scaled_sequences(data, idx, MinMaxScaler.from_dict(scaler), sequence)
+    return last, data["y"][idx].astype(np.float32)
+
+
+def _train_dask_arrays(shards: ShardSet):
+    """The training part's scaled flows and labels as dask arrays, one chunk per shard."""
+    import dask
+    import dask.array as da
+
+    F = len(shards.manifest["featurizer"]["feature_names"])
+    head = {"featurizer": shards.manifest["featurizer"], "window": shards.manifest["window"]}
+    scaler = shards.scaler.to_dict()
+    xs, ys = [], []
+    for entry, n in shards.train_counts():
+        small = {k: entry[k] for k in ("file", "capture")}
+        pair = dask.delayed(_train_flows, nout=2, pure=False)(
+            str(shards.root.resolve()), small, head, scaler, shards.sequence, shards.keep[entry["capture"]])
+        xs.append(da.from_delayed(pair[0], shape=(n, F), dtype=np.float32))
+        ys.append(da.from_delayed(pair[1], shape=(n,), dtype=np.float32))
+    return da.concatenate(xs), da.concatenate(ys)
+
+
+# ----------------------------------------------------------------------------------------------
+# the networks from tf.data
+
+
+def _dataset(shards: ShardSet, shape: tuple, target_shape: tuple, batch: int, seed: int, **kw):
+    import tensorflow as tf
+
+    sig = (tf.TensorSpec((None, *shape), tf.float32), tf.TensorSpec((None, *target_shape), tf.float32))
+    ds = tf.data.Dataset.from_generator(lambda: shards.train_generator(**kw), output_signature=sig)
+    return ds.unbatch().shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).batch(batch).prefetch(2)
+
+
+def _fit_stream(model, dataset, x_val, y_val, cfg: TrainConfig) -> dict:
+    import keras
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+    history = model.fit(dataset, validation_data=(x_val, y_val), epochs=cfg.epochs, verbose=0, callbacks=[stop])
+    out = {k: [float(v) for v in values] for k, values in history.history.items()}
+    val_loss = out.get("val_loss", [])
+    out["best_epoch"] = [int(np.argmin(val_loss)) + 1] if val_loss else [0]
+    return out
+
+
+def _fit_networks(state: _Trained, shards: ShardSet, va: PartArrays, te: PartArrays, cfg: TrainConfig,
+                  seed: int, t: float) -> float:
+    from edgebot.fusion import reconstruction_error
+    from edgebot.train import models as nets
+
+    feature_axis = shards.sequence == "feature-axis"
+    steps, channels = va.windows.shape[1:]
+    builders: dict[str, Any] = {"cnn": nets.build_cnn, "lstm": nets.build_lstm, "cnn_lstm": nets.build_cnn_lstm}
+    for name, build in builders.items():
+        extra = {"pool": nets.FEATURE_AXIS_POOL} if feature_axis and name == "cnn_lstm" else {}
+        model = nets.compile_classifier(build(steps, channels, seed=seed, **extra), cfg.learning_rate)
+        ds = _dataset(shards, (steps, channels), (), cfg.batch_size, seed)
+        state.histories[name] = _fit_stream(model, ds, va.windows, va.y.astype(np.float32), cfg)
+        state.models[name] = model
+        state.val_scores[name], state.test_scores[name] = nets.predict(model, va.windows), nets.predict(model, te.windows)
+        t = state.lap(name, t)
+    F = va.last.shape[1]
+    ae = nets.compile_autoencoder(nets.build_autoencoder(F), cfg.learning_rate)
+    ds = _dataset(shards, (F,), (F,), cfg.batch_size, seed, benign_only=True, autoencoder=True)
+    benign_va = va.last[va.y == 0]
+    state.histories["autoencoder"] = _fit_stream(ae, ds, benign_va, benign_va, cfg)
+    val_err = reconstruction_error(va.last, nets.predict(ae, va.last))
+    test_err = reconstruction_error(te.last, nets.predict(ae, te.last))
+    threshold = float(np.quantile(val_err[va.y == 0], cfg.ae_quantile))
+    state.ae_threshold = threshold if threshold > 0 else float(np.finfo(np.float32).tiny)
+    state.models["autoencoder"] = ae
+    state.val_scores["autoencoder"], state.test_scores["autoencoder"] = val_err, test_err
+    return state.lap("autoencoder", t)
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+
+
+class _ShardTable:
+    """What ``fit._evaluate`` and ``fit._write_run_dir`` read of a flow table, from the manifest."""
+
+    def __init__(self, manifest: dict, n_used: int):
+        self.files = [{k: s[k] for k in ("path", "sha256", "rows", "labeled", "skipped", "format", "scenario")}
+                      for s in manifest["sources"]]
+        self.dropped = manifest.get("dropped_unlabeled", {})
+        self.profile = manifest["featurizer"]["profile"]
+        self._n = n_used
+
+    def __len__(self) -> int:
+        return self._n
+
+
+class _ShardSplit:
+    """The ``split`` entry of metrics.json for the prepared temporal split."""
+
+    name = "temporal"
+    left_out = None
+    leaky = False
+
+    def __init__(self, manifest: dict, sizes: dict, test_captures: list[str]):
+        self.manifest, self.sizes, self.test_captures = manifest, sizes, test_captures
+
+    def describe(self, table) -> dict:
+        return {"name": "temporal", "leaky": False, "protocol": self.manifest["split"]["protocol"],
+                "sizes": self.sizes, "test_captures": self.test_captures}
+
+
+def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: int = 2, epochs: Optional[int] = None,
+                 seed: int = 0, quick: bool = False, fpr_budget: float = 0.01, force: bool = False,
+                 config: Optional[TrainConfig] = None, progress: bool = True,
+                 max_eval_rows: Optional[int] = 500_000) -> dict:
+    """Train every model from a shard set and write a run dir (the contract of :func:`fit.train_run`).
+
+    Parameters
+    ----------
+    shard_dir
+        A shard set written by ``edgebot prepare``.
+    scheduler
+        Address of a running Dask scheduler (``tcp://host:8786``); None starts a ``LocalCluster``.
+    workers
+        Worker processes of the ``LocalCluster``.
+    max_eval_rows
+        Rows of each in-memory part at most (validation, test, the Random Forest's and the
+        calibration sample), drawn at random with ``seed``; None keeps all.
+
+    Other parameters as :func:`edgebot.train.fit.train_run`.
+
+    Raises
+    ------
+    DataError
+        A shard set that is incomplete, of another featurizer or window, with a missing shard.
+    SchedulerUnreachable
+        ``scheduler`` does not answer (exit 2).
+    ClusterFailed
+        A worker was lost or a task failed during training (exit 1).
+    """
+    started = time.monotonic()
+    cfg = config or (TrainConfig.quick() if quick else TrainConfig.full())
+    if epochs is not None:
+        if epochs < 1:
+            raise DataError(f"--epochs must be at least 1, got {epochs}")
+        cfg = replace(cfg, epochs=epochs)
+    if not 0.0 <= fpr_budget < 1.0:
+        raise DataError(f"--fpr-budget must be at least 0 and below 1, got {fpr_budget}")
+    out = Path(out)
+    _check_out(out, force)
+    shards = ShardSet.open(shard_dir, cfg.max_flows_per_capture)
+    profile = get_profile(shards.manifest["featurizer"]["profile"])
+    window = int(shards.manifest["window"])
+
+    client, cluster = connect(scheduler, workers, cfg.threads)
+    try:
+        warm(client)
+    except Exception as exc:  # noqa: BLE001 - a worker without the train extra
+        _close(client, cluster)
+        raise ClusterFailed(f"the Dask workers cannot run edgebot's training tasks: {str(exc).splitlines()[0]}") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        metrics = _train_into(tmp, shards, client, profile, window=window, seed=seed, quick=quick,
+                              fpr_budget=fpr_budget, cfg=cfg, started=started, max_eval_rows=max_eval_rows,
+                              where=scheduler or f"LocalCluster({workers} workers)")
+        _publish(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        _close(client, cluster)
+    from edgebot.train.report import format_summary
+
+    return {**metrics, "summary": format_summary(metrics, out)}
+
+
+def _close(client, cluster) -> None:
+    """Close the client and our LocalCluster without waiting on a hung collective."""
+    for thing in (client, cluster):
+        if thing is None:
+            continue
+        try:
+            thing.close(timeout=5) if thing is client else thing.close(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            log.debug("closing %s failed", thing, exc_info=True)
+
+
+def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, seed: int, quick: bool,
+                fpr_budget: float, cfg: TrainConfig, started: float, max_eval_rows: Optional[int], where: str) -> dict:
+    _configure_tensorflow(seed, cfg.threads)
+    state = _Trained()
+    t = time.monotonic()
+    va = shards.load_part(1, max_eval_rows, seed)
+    te = shards.load_part(2, max_eval_rows, seed)
+    tr = shards.load_part(0, max_eval_rows, seed)  # the Random Forest's rows and the calibration sample
+    t = state.lap("windows", t)
+    worker_threads = client.nthreads()
+    n_workers = len(worker_threads)
+    # XGBoost threads per worker = the worker's threads: more (OpenMP oversubscribed) made each training 20x slower
+    xgb_threads = max(1, min(worker_threads.values()))
+
+    # flow-level baselines: XGBoost on Dask over every kept training flow; the forest in memory
+    dX, dy = _train_dask_arrays(shards)
+    n_train = int(dy.shape[0])
+    n_train_malicious = int(_watched(client, "counting training labels", lambda: client.compute(dy.sum()).result()))
+    params, rounds = _xgb_params(cfg.xgb_trees, cfg.xgb_max_depth, seed, xgb_threads)
+    xgb_model = BoosterModel(_dask_fit(client, dX, dy, params, rounds, "XGBoost training"), va.last.shape[1])
+    state.models["xgboost"] = xgb_model
+    t = state.lap("xgboost", t)
+    rf = _rf_classifier(cfg.rf_trees, cfg.rf_max_depth, seed, cfg.threads).fit(tr.last, tr.y)
+    state.models["random_forest"] = rf
+    for name in ("random_forest", "xgboost"):
+        model = state.models[name]
+        state.val_scores[name] = model.predict_proba(va.last)[:, 1].astype(np.float32)
+        state.test_scores[name] = model.predict_proba(te.last)[:, 1].astype(np.float32)
+    t = state.lap("random_forest", t)
+
+    t = _fit_networks(state, shards, va, te, cfg, seed, t)
+    t = _fit_fusers(state, client, va, te, cfg, seed, profile, n_workers, xgb_threads, t)
+    _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
+    m = shards.manifest
+    kept = {c: (len(k) if k is not None else None) for c, k in shards.keep.items()}
+    sizes = {"train": {"flows": n_train, "benign": n_train - n_train_malicious, "malicious": n_train_malicious}}
+    for part, arr in (("val", va), ("test", te)):
+        sizes[part] = {"flows": int(len(arr.y)), "benign": int(np.sum(arr.y == 0)), "malicious": int(np.sum(arr.y == 1))}
+    test_captures = sorted(set(te.captures.tolist()))
+    n_used = sum(int(s["labeled"] if kept[s["capture"]] is None else kept[s["capture"]] or 0) for s in m["sources"])
+    # duck-typed stand-ins: what _evaluate and _write_run_dir read of a FlowTable and a Split
+    table: Any = _ShardTable(m, n_used)
+    split: Any = _ShardSplit(m, sizes, test_captures)
+    n_loaded = sum(s["labeled"] for s in m["sources"])
+    metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
+                        fpr_budget=fpr_budget, cfg=cfg)
+    metrics["scale"] = {
+        "shard_set": shards.root.name,
+        "shards": len(m["shards"]),
+        "dask": where,
+        "dask_workers": n_workers,
+        "xgboost": "xgboost.dask.train on a DaskQuantileDMatrix (flow model: every kept training flow; "
+                   "fuser: the validation rows)",
+        "networks": f"tf.data from the training shards, shuffle buffer {SHUFFLE_BUFFER}",
+        "subsampling": (f"at most {cfg.max_flows_per_capture} flows per capture, evenly spaced in time"
+                        if cfg.max_flows_per_capture else "none: every flow")
+                       + (f"; validation, test and the Random Forest's rows at most {max_eval_rows} each "
+                          "(random, seeded)" if max_eval_rows else ""),
+    }
+    _write_run_dir(run, state, table, shards.scaler, tr, te, metrics, window=window, seed=seed,
+                   fpr_budget=fpr_budget, cfg=cfg)
+    state.lap("save", t)
+    state.timings["total"] = round(time.monotonic() - started, 2)
+    write_json(run / "timings.json", state.timings)
+    _write_report(run, state, te, metrics, profile)
+    return metrics
+
+
+def _fit_fusers(state: _Trained, client, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, profile,
+                n_workers: int, xgb_threads: int, t: float) -> float:
+    """The XGBoost fuser on Dask (out-of-fold validation scores, as in-memory) and the RF fuser in memory."""
+    raw_index = raw_feature_index(profile.feature_names, profile.fuser_raw_features)
+    inputs = {part: fuser_inputs(scores["cnn_lstm"], scores["autoencoder"] / state.ae_threshold, arrays.last, raw_index)
+              for part, scores, arrays in (("val", state.val_scores, va), ("test", state.test_scores, te))}
+    X, y = inputs["val"], va.y
+    params, rounds = _xgb_params(cfg.fuser_trees, cfg.fuser_max_depth, seed, xgb_threads,
+                                 fuser_monotone(profile) if cfg.fuser_monotone else None)
+
+    def dask_model(Xf: np.ndarray, yf: np.ndarray, what: str) -> BoosterModel:
+        dXf = _local_dask_array(client, Xf, n_workers)
+        dyf = _local_dask_array(client, yf.astype(np.float32), n_workers)
+        return BoosterModel(_dask_fit(client, dXf, dyf, params, rounds, what), Xf.shape[1])
+
+    makers = {
+        "fused": lambda Xf, yf: dask_model(Xf, yf, "fuser training"),
+        "fused_rf": lambda Xf, yf: _rf_classifier(cfg.fuser_rf_trees, 8, seed, cfg.threads, min_leaf=2).fit(Xf, yf),
+    }
+    for name, fit in makers.items():
+        fold = _stratified_folds(y, cfg.fuser_folds, np.random.default_rng(seed))
+        oof = np.zeros(len(y), dtype=np.float32)
+        for k in range(cfg.fuser_folds):
+            held = fold == k
+            if held.any():
+                oof[held] = fit(X[~held], y[~held]).predict_proba(X[held])[:, 1]
+        state.val_scores[name] = oof
+        state.models[name] = fit(X, y)
+        state.test_scores[name] = state.models[name].predict_proba(inputs["test"])[:, 1].astype(np.float32)
+    return state.lap("fusers", t)
