@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional
 
+from edgebot.manifest import _MAX_COMMAND  # the recorded training command: as long as the manifest allows
 from edgebot.errors import BundleError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -251,8 +252,8 @@ class RunSpec:
         fpr_budget = d.get("fpr_budget")
         seed = d.get("seed")
         command = d.get("command")
-        if command is not None:
-            _str(command, "command")
+        if command is not None and (not isinstance(command, str) or not command or len(command) > _MAX_COMMAND):
+            _fail("command", f"a non-empty string of at most {_MAX_COMMAND} characters", command)
         files = d.get("data", [])
         if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
             _fail("data", "a list of objects (path, sha256, rows)", files)
