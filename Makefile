@@ -34,10 +34,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not tf and not slow"
 
-# The fuzz tests (tests/test_fuzz_*.py) with the long Hypothesis profile: fresh random examples,
+# The fuzz tests (tests/edge/test_fuzz_*.py) with the long Hypothesis profile: fresh random examples,
 # 20 times the fixed, derandomized budget they run with in `make test` (tests/fuzzing.py).
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics tests/test_fuzz_*.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q --hypothesis-show-statistics tests/edge/test_fuzz_*.py
 
 # The default bundle shipped in the package (edgebot/default_bundle/, committed): the full
 # configuration on the default training set (edgebot.datasets.default_training), fixed seed, via the

@@ -248,7 +248,7 @@ def render(results: dict) -> str:
 
 
 NOTES = [
-    "## Shard training against in-memory training (tests/test_scale.py)",
+    "## Shard training against in-memory training (tests/train/test_scale.py)",
     "",
     "On Hakai 8-1 + honeypots 4-1 and 5-1 (12,229 labeled flows), seed 0, a small configuration (4 epochs, 40",
     "flow trees, 20 fuser trees, no per-capture cap), prepare with 4,000-flow shards and train on a 2-worker",

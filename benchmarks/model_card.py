@@ -24,7 +24,7 @@ What is measured, all with the shipped int8 bundle through the gateway's own cod
 * with ``--leave-out-run DIR`` (repeatable; runs of ``edgebot train --split leave-out:NAME`` or
   ``leave-device-out:K`` on the same data, ``make bundle LEAVE_OUT=1``): their figures.
 
-``capture_figures`` is what ``tests/test_default_bundle.py`` recomputes and compares with the JSON.
+``capture_figures`` is what ``tests/core/test_default_bundle.py`` recomputes and compares with the JSON.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import pytest
 
-from conftest import TlsFiles, find_tool, free_port, wait_for_port
+from brokers import TlsFiles, find_tool, free_port, wait_for_port
 
 FIELDS = ("pri", "version", "timestamp", "hostname", "app_name", "procid", "msgid", "sd", "msg")
 _TEMPLATE = "|".join(f"%{p}%" for p in ("pri", "protocol-version", "timereported:::date-rfc3339", "hostname",

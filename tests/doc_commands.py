@@ -1,4 +1,4 @@
-"""The shell commands the README and the docs show, found in their code blocks (tests/test_documented_commands.py).
+"""The shell commands the README and the docs show, found in their code blocks (tests/core/test_documented_commands.py).
 
 :func:`documented_commands` reads ``README.md``, ``docs/**/*.md`` and ``benchmarks/**/*.md`` (a new
 page is picked up without touching the test) and returns every command a user would copy from a

@@ -34,7 +34,7 @@ from .workers import run_keras_worker
 
 #: Version of the result layout; bump when a pinned key changes.
 BENCH_SCHEMA = 1
-#: Top-level keys of every result (pinned by tests/test_bench.py).
+#: Top-level keys of every result (pinned by tests/edge/test_bench.py).
 RESULT_KEYS: tuple[str, ...] = ("schema", "settings", "model", "pipeline", "memory", "ratios", "machine")
 
 

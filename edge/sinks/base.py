@@ -70,7 +70,7 @@ class Sink(abc.ABC):
     the class with ``@SINKS.register``. Its config section ``[<type>]`` (the fields of
     ``Settings``; checks beyond the bounds in ``Settings.problems(config)``) and its ``flags`` of
     ``edgebot run`` follow from the declaration. Heavy imports
-    go inside the methods (see :mod:`edgebot.edge.plugins`). ``tests/test_plugin_contracts.py``
+    go inside the methods (see :mod:`edgebot.edge.plugins`). ``tests/edge/test_plugin_contracts.py``
     runs the contract over it.
     """
 

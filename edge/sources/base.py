@@ -33,7 +33,7 @@ class FlowSource(abc.ABC):
     class with ``@SOURCES.register``. The ``[source]`` key ``<type with '_' for '-'>``, the
     settings of ``Settings`` (also under ``[source]``) and the ``flags`` of ``edgebot run``
     follow from the declaration. Heavy imports go inside the methods (see
-    :mod:`edgebot.edge.plugins`). ``tests/test_plugin_contracts.py`` runs the contract over it.
+    :mod:`edgebot.edge.plugins`). ``tests/edge/test_plugin_contracts.py`` runs the contract over it.
     """
 
     #: The registry key, e.g. ``"zeek-log"``; its ``[source]`` key is ``zeek_log``.

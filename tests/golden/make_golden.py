@@ -1,7 +1,7 @@
 """Regenerate the golden flow tables of the small protocol traces: ``python tests/golden/make_golden.py``.
 
 Each table is what the meter writes for one pcap under ``data/pcaps/zeek_traces``, one flow
-per line, tab separated, in the order the flows complete. ``tests/test_meter.py`` meters
+per line, tab separated, in the order the flows complete. ``tests/edge/test_meter.py`` meters
 the same pcaps and compares line by line, so a change in metering shows up as a diff of
 these files; regenerate them only after checking that the change is intended.
 """
