@@ -151,7 +151,7 @@ def main(argv: List[str] | None = None) -> int:
             print(f"{name:<16} {packets:>8} {flows:>6} {row['checksums']:>9} {row['packets_per_s']:>10,.0f} "
                   f"{row['flows_per_s']:>8,.0f} {cpu / packets * 1e6:>9.2f}")
     print()
-    for name, path in PCAPS.items():
+    for _name, path in PCAPS.items():
         cpu = time.process_time()
         source = PcapSource(path)
         flows = sum(1 for _ in source)

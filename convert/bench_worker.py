@@ -74,15 +74,15 @@ def mode_latency(args: argparse.Namespace) -> dict:
         W = windows[:b]
         last = np.ascontiguousarray(W[:, -1, :])
 
-        def call() -> None:
+        def call(W: np.ndarray = W, last: np.ndarray = last) -> None:
             np.asarray(hybrid(W, training=False))
             np.asarray(ae(last, training=False))
 
-        def graph() -> None:
+        def graph(W: np.ndarray = W, last: np.ndarray = last) -> None:
             hybrid_graph(W).numpy()
             ae_graph(last).numpy()
 
-        def predict() -> None:
+        def predict(W: np.ndarray = W, last: np.ndarray = last, b: int = b) -> None:
             hybrid.predict(W, batch_size=max(b, 1), verbose=0)
             ae.predict(last, batch_size=max(b, 1), verbose=0)
 

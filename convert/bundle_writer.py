@@ -112,7 +112,7 @@ def run_worker(run_dir: Path, out: Path, *, threads: int = 2, calib_limit: int =
                               timeout=timeout, env=_worker_env(threads))
     except subprocess.TimeoutExpired:
         raise BundleError(f"the TFLite converter did not finish within {timeout:.0f} s: "
-                          "check the machine's load and retry")
+                          "check the machine's load and retry") from None
     stages = [line[len(STAGE_PREFIX):] for line in proc.stderr.splitlines() if line.startswith(STAGE_PREFIX)]
     where = stages[-1] if stages else "starting"
     log.debug("worker stderr:\n%s", proc.stderr[-4000:])

@@ -94,7 +94,7 @@ def check_tflite(content: bytes, name: str, input_shape: tuple[int, ...], output
     try:
         model = Int8Model(content, name, cls)
     except Exception as exc:  # BundleError from the runtime checks
-        raise WorkerError(f"{name}: {exc}")
+        raise WorkerError(f"{name}: {exc}") from None
     if model.input_signature != input_shape or model.output_signature != output_shape:
         raise WorkerError(
             f"{name}: converted tensors {list(model.input_signature)} -> {list(model.output_signature)}, "
@@ -142,7 +142,7 @@ def _load_keras(path: Path):
         return keras.models.load_model(path, compile=False)
     except Exception as exc:
         text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise WorkerError(f"cannot load {path.name} ({text}); retrain the run with `edgebot train`")
+        raise WorkerError(f"cannot load {path.name} ({text}); retrain the run with `edgebot train`") from None
 
 
 def _shape(tensor_shape) -> tuple[int, ...]:
@@ -204,7 +204,7 @@ def run(run_dir: Path, out: Path, threads: int, calib_limit: int) -> dict:
             raise WorkerError(
                 f"the TFLite converter refused {key} ({_first_error(exc)}); build LSTMs with unroll=True and a "
                 "dynamic batch, as edgebot.train does"
-            )
+            ) from None
         result["seconds"][f"convert_{key}"] = round(time.monotonic() - t0, 2)
         stage(f"checking {filename}")
         info = check_tflite(content, filename, in_shape, out_shape)

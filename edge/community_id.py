@@ -100,9 +100,9 @@ def community_id(saddr: Address, daddr: Address, proto: Union[int, str],
 
 def flow_community_id(flow: object, seed: int = 0) -> str:
     """Community ID of a :class:`~edgebot.flow.FlowRecord` (ICMP ports are type and code)."""
-    proto = getattr(flow, "proto")
-    orig_h = getattr(flow, "orig_h")
+    proto = flow.proto
+    orig_h = flow.orig_h
     if proto == "icmp" and ":" in orig_h:
         proto = "icmp6"
-    return community_id(orig_h, getattr(flow, "resp_h"), proto, getattr(flow, "orig_p"),
-                        getattr(flow, "resp_p"), seed=seed)
+    return community_id(orig_h, flow.resp_h, proto, flow.orig_p,
+                        flow.resp_p, seed=seed)

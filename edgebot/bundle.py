@@ -103,7 +103,7 @@ def load_manifest(bundle_dir: str | Path, *, trust: str | os.PathLike[str] | Non
         with open(path, "rb") as fh:
             raw = fh.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
-        raise BundleError(f"cannot read {path}: {exc.strerror}")
+        raise BundleError(f"cannot read {path}: {exc.strerror}") from None
     data = parse_manifest_bytes(raw, str(path))
     if trust is not None:
         from edgebot.signing import verify_bundle_signature
@@ -157,7 +157,7 @@ def check_featurizer(manifest: Manifest) -> FeatureProfile:
         raise BundleError(
             f"bundle was built for feature profile {manifest.profile!r}, which this edgebot lacks: "
             f"install edgebot=={built}"
-        )
+        ) from None
     n = manifest.n_features
     if n != profile.n_features:
         raise BundleError(
@@ -376,12 +376,12 @@ def load_booster(path: Path, n_inputs: int, num_threads: int = 1, remedy: str | 
 
         xgboost = import_xgboost()
     except ImportError:
-        raise RuntimeMissingError("xgboost is not installed: pip install xgboost-cpu (the fuser needs it)")
+        raise RuntimeMissingError("xgboost is not installed: pip install xgboost-cpu (the fuser needs it)") from None
     try:
         booster = xgboost.Booster(model_file=str(path))
     except xgboost.core.XGBoostError as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable"
-        raise BundleError(f"{path.name} is not an XGBoost model ({first}): {remedy}")
+        raise BundleError(f"{path.name} is not an XGBoost model ({first}): {remedy}") from None
     if booster.num_features() != n_inputs:
         raise BundleError(
             f"{path.name} takes {booster.num_features()} inputs but the fusion layer gives {n_inputs}: {remedy}"

@@ -197,7 +197,7 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
         from edgebot.train.fit import train_run
         from edgebot.train.leave_device_out import leave_device_out, parse_leave_device_out
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise click.ClickException(f"the trainer needs the train extra: pip install 'edgebot[train]' ({exc})")
+        raise click.ClickException(f"the trainer needs the train extra: pip install 'edgebot[train]' ({exc})") from None
     from edgebot.train.quiet import quiet_tensorflow
 
     folds = parse_leave_device_out(split)
@@ -258,7 +258,7 @@ def convert(run_dir, out, max_f1_drop, force, sign_key) -> None:
     try:
         from edgebot.convert.bundle_writer import convert_run, format_verification
     except ImportError as exc:  # pragma: no cover
-        raise click.ClickException(f"the converter needs the train extra: pip install 'edgebot[train]' ({exc})")
+        raise click.ClickException(f"the converter needs the train extra: pip install 'edgebot[train]' ({exc})") from None
     from edgebot.train.quiet import quiet_tensorflow
 
     with quiet_tensorflow(enabled=not _State.debug):
@@ -337,7 +337,7 @@ def evaluate(args, bundle_opt, as_json, trust, learn) -> None:
     try:
         learn_s = parse_duration(learn) if learn else 0.0
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--learn")
+        raise click.BadParameter(str(exc), param_hint="--learn") from None
     bundle = load_bundle(bundle_dir, trust=trust)
     result = evaluate_bundle(bundle_dir, paths, bundle=bundle, learn_s=learn_s)
     if as_json:
@@ -480,7 +480,7 @@ def _write_summary_json(path: str, summary: dict) -> None:
         atomic_write(Path(path), text.encode("utf-8"), mode=0o644)
     except OSError as exc:
         raise ConfigError(f"--summary-json: cannot write {path}: {exc.strerror or exc} "
-                          "(the summary is printed above)")
+                          "(the summary is printed above)") from None
 
 
 # -------------------------------------------------------------------------------------- bench
@@ -505,7 +505,7 @@ def bench(bundle_dir, pcap, json_path, batches, repeat, run_dir) -> None:
     try:
         batch_sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {batches!r}", param_hint="--batch")
+        raise click.BadParameter(f"expected comma-separated integers, got {batches!r}", param_hint="--batch") from None
     if not batch_sizes or min(batch_sizes) < 1:
         raise click.BadParameter(f"batch sizes must be positive, got {batches!r}", param_hint="--batch")
     result = run_bench(bundle_dir, pcap=pcap, batch_sizes=batch_sizes, repeat=repeat, run_dir=run_dir)

@@ -249,7 +249,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
+__all__ = [  # noqa: F822  (DEFAULT_TRAINING and friends come from the module __getattr__)
     "BenignDevice", "CICIDS2017", "CICIDS2017_CSVS", "DEFAULT_TRAINING", "DEVICES_TSV", "ENV_VAR", "IOT23",
     "IOT23_EVAL", "IOT23_TRAINING", "PCAPS", "REPO_DATA", "STRATOSPHERE", "STRATOSPHERE_LOGS", "ZEEK_TRACES",
     "benign_device_files", "benign_devices", "data_root", "default_training", "device_of_file", "iot23",

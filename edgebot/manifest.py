@@ -105,7 +105,7 @@ def parse_manifest_bytes(raw: bytes, where: str = MANIFEST) -> dict[str, Any]:
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise BundleError(f"{where} is not valid JSON ({exc.__class__.__name__}): re-copy the bundle or {RECONVERT}")
+        raise BundleError(f"{where} is not valid JSON ({exc.__class__.__name__}): re-copy the bundle or {RECONVERT}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{where} is not a JSON object: re-copy the bundle or {RECONVERT}")
     schema = data.get("schema_version")
@@ -126,7 +126,7 @@ def parse_manifest_bytes(raw: bytes, where: str = MANIFEST) -> dict[str, Any]:
     try:
         actual = manifest_digest(data)
     except (TypeError, ValueError, RecursionError):  # pragma: no cover - json.loads output always dumps
-        raise BundleError(f"{where} cannot be hashed: {RECONVERT}")
+        raise BundleError(f"{where} cannot be hashed: {RECONVERT}") from None
     if actual != claimed:
         raise BundleError(f"{where} does not match its bundle_id (tampered or corrupted): copy the bundle again "
                           f"from where it was converted, or {RECONVERT}")

@@ -22,7 +22,6 @@ import logging
 import platform
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -242,7 +241,7 @@ class Int8Model:
                 probe = interpreter_cls(model_content=model_content, num_threads=num_threads)
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long text
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BundleError(f"{name} is not a TFLite model this runtime can load ({first}): reconvert the bundle")
+            raise BundleError(f"{name} is not a TFLite model this runtime can load ({first}): reconvert the bundle") from None
         inp = probe.get_input_details()
         out = probe.get_output_details()
         if len(inp) != 1 or len(out) != 1:

@@ -44,7 +44,7 @@ def _ed25519() -> Any:
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError:
         raise RuntimeMissingError("signing and --trust need the cryptography package: "
-                                  "pip install cryptography (it is in the edge and train extras)")
+                                  "pip install cryptography (it is in the edge and train extras)") from None
     return ed25519
 
 
@@ -71,7 +71,7 @@ def _read_key_file(path: str | os.PathLike[str], what: str) -> bytes:
         with open(path, "rb") as fh:
             data = fh.read(_MAX_KEY_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}")
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
     if len(data) > _MAX_KEY_BYTES:
         raise ConfigError(f"{path} is too large to be an ed25519 {what}")
     return data
@@ -106,7 +106,7 @@ def generate_key(out: str | os.PathLike[str], *, force: bool = False) -> tuple[P
         atomic_write(private_path, private_pem, mode=FILE_MODE)
         atomic_write(public_path, public_pem, mode=0o644)
     except OSError as exc:
-        raise ConfigError(f"cannot write the key to {private_path}: {exc.strerror or exc}")
+        raise ConfigError(f"cannot write the key to {private_path}: {exc.strerror or exc}") from None
     return private_path, public_path, key_id(key.public_key())
 
 
@@ -125,10 +125,10 @@ def load_private_key(path: str | os.PathLike[str]) -> Any:
         key = s.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         reason = "it is encrypted" if "password" in str(exc).lower() else "not a PEM private key"
-        raise ConfigError(f"{path} is not a usable ed25519 signing key ({reason}): make one with `edgebot keygen`")
+        raise ConfigError(f"{path} is not a usable ed25519 signing key ({reason}): make one with `edgebot keygen`") from None
     except Exception as exc:  # cryptography raises its own UnsupportedAlgorithm for exotic keys
         raise ConfigError(f"{path} is not a usable ed25519 signing key ({exc.__class__.__name__}): "
-                          "make one with `edgebot keygen`")
+                          "make one with `edgebot keygen`") from None
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigError(f"{path} is a {type(key).__name__}, not an ed25519 key: make one with `edgebot keygen`")
     return key
@@ -152,7 +152,7 @@ def load_public_key(path: str | os.PathLike[str]) -> Any:
         key = s.load_pem_public_key(data)
     except Exception as exc:  # ValueError for bad PEM, UnsupportedAlgorithm for exotic keys
         raise ConfigError(f"{path} is not an ed25519 public key ({exc.__class__.__name__}): "
-                          "give the .pub file `edgebot keygen` wrote")
+                          "give the .pub file `edgebot keygen` wrote") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise ConfigError(f"{path} is a {type(key).__name__}, not an ed25519 public key")
     return key
@@ -184,7 +184,7 @@ def sign_bundle(bundle_dir: str | os.PathLike[str], key: Any) -> dict[str, Any]:
     try:
         raw = (bundle_dir / MANIFEST).read_bytes()
     except OSError as exc:
-        raise BundleError(f"cannot read {bundle_dir / MANIFEST}: {exc.strerror}")
+        raise BundleError(f"cannot read {bundle_dir / MANIFEST}: {exc.strerror}") from None
     bundle_id = parse_manifest_bytes(raw, str(bundle_dir / MANIFEST))["bundle_id"]
     signature = key.sign(DOMAIN + bundle_id.encode("ascii"))
     doc = {"algorithm": ALGORITHM, "bundle_id": bundle_id, "key_id": key_id(key.public_key()),
@@ -244,5 +244,5 @@ def verify_bundle_signature(bundle_dir: str | os.PathLike[str], bundle_id: str,
         public_key.verify(signature, DOMAIN + bundle_id.encode("ascii"))
     except InvalidSignature:
         raise BundleError(f"{refuse}: its signature does not verify with the trusted key {trusted_id} "
-                          "(tampered or corrupted)")
+                          "(tampered or corrupted)") from None
     return trusted_id

@@ -109,9 +109,9 @@ def prepare_private_file(path: str | os.PathLike[str]) -> Path:
     except FileExistsError:
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(21, "is a directory", str(path))
+            raise IsADirectoryError(21, "is a directory", str(path)) from None
         if not stat.S_ISREG(st.st_mode):
-            raise OSError(22, "not a regular file", str(path))
+            raise OSError(22, "not a regular file", str(path)) from None
         if stat.S_IMODE(st.st_mode) & 0o077 and _owned(path):
             os.chmod(path, FILE_MODE)
     else:

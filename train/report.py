@@ -183,7 +183,7 @@ def _fig_bars(plt, metrics: dict, path: Path) -> None:
     groups += [(f"paper:\n{MODEL_LABELS[n].split(' (')[0]}", list(v), True) for n, v in PAPER_TABLE1.items()]
     fig, ax = plt.subplots(figsize=(12, 4.4))
     width = 0.2
-    for g, (label, values, paper) in enumerate(groups):
+    for g, (_label, values, paper) in enumerate(groups):
         for i, value in enumerate(values):
             ax.bar(g + (i - 1.5) * width, value, width, color=metric_colors[i], alpha=0.45 if paper else 1.0,
                    hatch="//" if paper else None, edgecolor="black" if paper else None, linewidth=0.3,

@@ -22,7 +22,7 @@ def synthetic_flows(n: int, seed: int = 0) -> list:
     histories = ("S", "ShAdDaFf", "Sr", "ShAdDa", "D", "ShR")
     flows = []
     ts = 1_545_000_000.0
-    for i in range(n):
+    for _ in range(n):
         ts += float(rng.exponential(0.05))
         tcp = rng.random() < 0.8
         k = int(rng.integers(len(states)))

@@ -82,7 +82,7 @@ def measure_bundle(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int],
     out: dict = {"available": True, "note": "Bundle.score_components: int8 networks + fuser", "batch": {}}
     for b in batch_sizes:
         W = windows[:b]
-        out["batch"][str(b)] = call_stats(time_calls(lambda: bundle.score_components(W), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(lambda W=W: bundle.score_components(W), repeat), b)
     return out
 
 
@@ -96,7 +96,7 @@ def measure_fuser(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int], 
     last = np.ascontiguousarray(windows[:, -1, :])
     for b in batch_sizes:
         Z = fuser_inputs(comps["hybrid"][:b], comps["anomaly"][:b], last[:b], bundle._raw_index)
-        out["batch"][str(b)] = call_stats(time_calls(lambda: bundle._booster.inplace_predict(Z), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(lambda Z=Z: bundle._booster.inplace_predict(Z), repeat), b)
     return out
 
 
@@ -109,7 +109,7 @@ def measure_featurizer(bundle: Any, flows: list, batch_sizes: Sequence[int], rep
     pool = (flows * (-(-need // len(flows))))[:need] if flows else synthetic_flows(need)
     for b in batch_sizes:
         part = pool[:b]
-        out["batch"][str(b)] = call_stats(time_calls(lambda: bundle.scale(featurize(part)), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(lambda part=part: bundle.scale(featurize(part)), repeat), b)
     return out
 
 

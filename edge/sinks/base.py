@@ -126,7 +126,7 @@ class Sink(abc.ABC):
         """
         self._closed = True
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027  (optional hook: most sinks check nothing)
         """Raise ``SinkError`` if the sink hit a problem it cannot recover from alone."""
 
     def wait_ready(self, timeout: float) -> bool:

@@ -87,10 +87,10 @@ class FlowSource(abc.ABC):
     def stats(self) -> Dict[str, Any]:
         """Counters so far (packets or rows read, flows emitted, what was dropped and why)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook)
         """Release files and sockets; safe to call twice."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027  (optional hook)
         """Ask an endless source to finish: iteration flushes and ends soon after."""
 
     def __enter__(self) -> "FlowSource":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_core import HONEYPOT_4_1, MIRAI_34_1, PCAP_HUE, PCAP_MIRAI, REPO
+from fixtures_core import HONEYPOT_4_1, MIRAI_34_1, PCAP_HUE, PCAP_MIRAI
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow, pytest.mark.broker]
 

@@ -262,7 +262,7 @@ def test_queue_full_database_drops_new_messages_and_keeps_going(tmp_path: Path, 
     """A full database (PRAGMA max_page_count) behaves like a full disk: count, log, go on."""
     with DiskQueue(tmp_path / "q.sqlite", max_messages=100_000, max_db_pages=8) as q:
         accepted = 0
-        for i in range(200):
+        for _ in range(200):
             if q.put(b"x" * 500, "t") is not None:
                 accepted += 1
         stats = q.stats()
