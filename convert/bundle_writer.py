@@ -214,8 +214,7 @@ def build_manifest(spec: RunSpec, metrics: dict, worker: dict, out: Path, files:
         "models": models,
         "fuser": {"file": FUSER_FILE, "format": "xgboost-json", "objective": "binary:logistic",
                   "inputs": list(FUSER_INPUT_NAMES[:2]) + list(spec.fuser_raw_features),
-                  "raw_features": list(spec.fuser_raw_features),
-                  **_fuser_choice(spec.data)},
+                  "raw_features": list(spec.fuser_raw_features)},
         "thresholds": {"fused": spec.fused_threshold, "hybrid": spec.hybrid_threshold,
                        "autoencoder": spec.ae_threshold},
         "calibration": {"samples": worker["calibration_samples"], "source": "run data.npz calib_windows "
@@ -224,15 +223,6 @@ def build_manifest(spec: RunSpec, metrics: dict, worker: dict, out: Path, files:
         "training": _training_section(spec, metrics),
         "files": file_entries(out, files),
     }
-
-
-def _fuser_choice(spec: dict) -> dict:
-    """The trainer's choice among the fuser's candidates (``fuser.choice`` in the manifest), if it made one."""
-    choice = spec.get("fuser_choice") or {}
-    if "chosen" not in choice:
-        return {}
-    return {"choice": {"chosen": choice["chosen"], "validation_f1": choice.get("validation_f1", {}),
-                       "policy": choice.get("policy", "")}}
 
 
 def _metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:

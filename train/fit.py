@@ -21,7 +21,7 @@ import numpy as np
 import edgebot
 from edgebot.errors import DataError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
-from edgebot.fusion import reconstruction_error
+from edgebot.fusion import FUSER_RAW_FEATURES, fuser_input_names, fuser_inputs, raw_feature_index, reconstruction_error
 from edgebot.jsonsafe import write_json
 from edgebot.rundir import METRICS_FILE, RUN_FILES, SPEC_FILE, write_spec  # noqa: F401 - RUN_FILES re-exported
 from edgebot.statefiles import staged_dir
@@ -37,9 +37,7 @@ from edgebot.train.data import (
     part_arrays,
     subsample_per_capture,
 )
-from edgebot.train.baselines import _fit_baselines
-from edgebot.train.fuser import FUSER_MONOTONE, fit_fusers, fuser_importance, fuser_monotone  # noqa: F401 - re-exported
-from edgebot.train.fuser import stratified_folds as _stratified_folds  # noqa: F401 - edgebot.train.dask_train
+from edgebot.train.baselines import _fit_baselines, _fit_with_bar, _proba, _rf_classifier, _xgb_classifier
 from edgebot.train.metrics import binary_metrics, per_group, threshold_for_fpr
 
 log = logging.getLogger(__name__)
@@ -74,12 +72,6 @@ class TrainConfig:
     #: the XGBoost fuser's score never decreases when the hybrid's probability or the anomaly
     #: score rises (monotone constraints on its first two inputs).
     fuser_monotone: bool = True
-    #: the fuser sees every feature of a flow (not only the profile's short list), so the flow-level
-    #: XGBoost can be one of its candidates (see :func:`edgebot.train.fuser.fit_fusers`).
-    fuser_all_features: bool = True
-    #: the flow XGBoost inside the fuser keeps at most so many trees that the fuser JSON stays near
-    #: this size (the bundle's budget is 300 KB with both networks).
-    fuser_max_bytes: int = 230_000
     #: the autoencoder's threshold: this quantile of benign validation reconstruction errors.
     ae_quantile: float = 0.99
     #: in the FPR budget a benign capture's flows weigh together at most as much as
@@ -97,6 +89,16 @@ class TrainConfig:
     def quick(cls) -> "TrainConfig":
         return cls(epochs=4, patience=2, max_flows_per_capture=6000, rf_trees=60, xgb_trees=120,
                    fuser_trees=60, fuser_rf_trees=60, fuser_folds=3)
+
+
+#: Monotone constraints of the XGBoost fuser over FUSER_INPUT_NAMES: +1 on the hybrid's
+#: probability and the anomaly score, free on the raw features.
+FUSER_MONOTONE = (1, 1) + (0,) * len(FUSER_RAW_FEATURES)
+
+
+def fuser_monotone(profile: FeatureProfile) -> tuple[int, ...]:
+    """:data:`FUSER_MONOTONE` for a feature profile's fuser inputs."""
+    return (1, 1) + (0,) * len(profile.fuser_raw_features)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,10 +161,31 @@ def _calibration_sample(windows: np.ndarray, y: np.ndarray, n: int, rng: np.rand
     return windows[np.sort(chosen)]
 
 
+def _stratified_folds(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold number ``(n,) int`` per row, each class spread evenly over ``k`` folds."""
+    folds = np.zeros(len(y), dtype=np.int64)
+    for cls in (0, 1):
+        idx = np.flatnonzero(y == cls)
+        folds[idx[rng.permutation(len(idx))]] = np.arange(len(idx)) % k
+    return folds
+
+
 # ----------------------------------------------------------------------------------------------
 # the models
 
 
+def _stacked_scores(make_model, X: np.ndarray, y: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Out-of-fold scores of a stacker on its own training rows (for an honest threshold)."""
+    fold = _stratified_folds(y, folds, rng)
+    oof = np.zeros(len(y), dtype=np.float32)
+    for k in range(folds):
+        held = fold == k
+        if not held.any():
+            continue
+        model = make_model()
+        model.fit(X[~held], y[~held])
+        oof[held] = _proba(model, X[held])
+    return oof
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,7 +314,6 @@ class _Trained:
     thresholds: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     ae_threshold: float = 0.0
-    fuser_choice: dict = field(default_factory=dict)
 
     def lap(self, name: str, since: float) -> float:
         now = time.monotonic()
@@ -312,7 +334,7 @@ def _train_into(run: Path, table: FlowTable, split: Split, n_loaded: int, *, win
     profile = get_profile(table.profile)
     t = _fit_networks(state, tr, va, te, window, cfg, seed, progress, t, profile.sequence == "feature-axis")
     t = _fit_autoencoder(state, tr, va, te, cfg, progress, t)
-    t = fit_fusers(state, va, te, cfg, seed, progress, t, profile, fpr_budget)
+    t = _fit_fusers(state, va, te, cfg, seed, progress, t, profile)
     _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
     metrics = _evaluate(state, table, split, te, va, n_loaded, window=window, seed=seed, quick=quick,
                         fpr_budget=fpr_budget, cfg=cfg)
@@ -362,6 +384,33 @@ def _fit_autoencoder(state: _Trained, tr: PartArrays, va: PartArrays, te: PartAr
     state.models["autoencoder"] = ae
     state.val_scores["autoencoder"], state.test_scores["autoencoder"] = val_err, test_err
     return state.lap("autoencoder", t)
+
+
+def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, progress: bool,
+                t: float, profile: FeatureProfile) -> float:
+    """XGBoost and Random Forest fusers, trained on validation rows (never seen by the base models).
+
+    Their validation scores are out-of-fold, so the thresholds set on them are honest.
+    """
+    raw_index = raw_feature_index(profile.feature_names, profile.fuser_raw_features)
+    if len(raw_index) != len(profile.fuser_raw_features):
+        missing = sorted(set(profile.fuser_raw_features) - set(profile.feature_names))
+        raise DataError(f"the featurizer lacks the fuser's raw features {missing}; update edgebot.fusion")
+    inputs = {
+        part: fuser_inputs(scores["cnn_lstm"], scores["autoencoder"] / state.ae_threshold, arrays.last, raw_index)
+        for part, scores, arrays in (("val", state.val_scores, va), ("test", state.test_scores, te))
+    }
+    makers = {
+        "fused": lambda: _xgb_classifier(cfg.fuser_trees, cfg.fuser_max_depth, seed, cfg.threads,
+                                         monotone=fuser_monotone(profile) if cfg.fuser_monotone else None),
+        "fused_rf": lambda: _rf_classifier(cfg.fuser_rf_trees, 8, seed, cfg.threads, min_leaf=2),
+    }
+    for name, make in makers.items():
+        state.val_scores[name] = _stacked_scores(make, inputs["val"], va.y, cfg.fuser_folds,
+                                                 np.random.default_rng(seed))
+        state.models[name] = _fit_with_bar(make(), inputs["val"], va.y, name, progress)
+        state.test_scores[name] = _proba(state.models[name], inputs["test"])
+    return state.lap("fusers", t)
 
 
 def _set_thresholds(state: _Trained, va: PartArrays, fpr_budget: float, per_capture: bool = True) -> None:
@@ -416,7 +465,6 @@ def _evaluate(state: _Trained, table: FlowTable, split: Split, te: PartArrays, v
     metrics["config"] = {"window": window, "profile": profile.name, "sequence": profile.sequence,
                          "seed": seed, "quick": quick, "fpr_budget": fpr_budget,
                          "label_mode": "binary", **asdict(cfg)}
-    metrics["fuser_choice"] = state.fuser_choice
     return metrics
 
 
@@ -428,7 +476,7 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
 
     for name in ("cnn_lstm", "cnn", "lstm", "autoencoder"):
         state.models[name].save(run / f"{name}.keras")
-    _fuser_booster(state).save_model(str(run / "fuser.json"))
+    state.models["fused"].get_booster().save_model(str(run / "fuser.json"))
     state.models["xgboost"].get_booster().save_model(str(run / "xgboost_flow.json"))
     joblib.dump(state.models["fused_rf"], run / "fuser_rf.joblib")
     joblib.dump(state.models["random_forest"], run / "random_forest.joblib")
@@ -438,9 +486,8 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
         "scaler": scaler.to_dict(),
         "window": window,
         "sequence": profile.sequence,
-        "fuser_raw_features": _fuser_raw(state, profile),
-        "fuser_inputs": ["hybrid_prob", "anomaly_score", *_fuser_raw(state, profile)],
-        "fuser_choice": state.fuser_choice,
+        "fuser_raw_features": list(profile.fuser_raw_features),
+        "fuser_inputs": list(fuser_input_names(profile)),
         "ae_threshold": state.ae_threshold,
         "fused_threshold": state.thresholds["fused"],
         "hybrid_threshold": state.thresholds["cnn_lstm"],
@@ -468,17 +515,6 @@ def _write_run_dir(run: Path, state: _Trained, table: FlowTable, scaler: MinMaxS
     write_json(run / "metrics.json", metrics)
 
 
-def _fuser_booster(state: _Trained):
-    """The XGBoost fuser as a Booster (edgebot.train.fuser makes one; the Dask trainer wraps its own)."""
-    fused = state.models["fused"]
-    return fused.get_booster() if hasattr(fused, "get_booster") else fused
-
-
-def _fuser_raw(state: _Trained, profile: FeatureProfile) -> list[str]:
-    """The fuser's raw features: its record's (edgebot.train.fuser), else the profile's short list."""
-    return list(state.fuser_choice.get("raw_features") or profile.fuser_raw_features)
-
-
 def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, profile: FeatureProfile) -> None:
     from edgebot.train.report import write_report
 
@@ -489,7 +525,7 @@ def _write_report(run: Path, state: _Trained, te: PartArrays, metrics: dict, pro
         "Random Forest on single flows (impurity)":
             dict(zip(names, state.models["random_forest"].feature_importances_.tolist())),
         "XGBoost fuser inputs (gain)":
-            fuser_importance(_fuser_booster(state), ["hybrid_prob", "anomaly_score", *_fuser_raw(state, profile)]),
+            dict(zip(fuser_input_names(profile), state.models["fused"].feature_importances_.tolist())),
     }
     write_report(run, metrics, labels=te.y, scores=state.test_scores, history=state.histories,
                  importance=importance, timings=state.timings)
