@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install.stamp
 DEBS   := mosquitto mosquitto-clients xz-utils openssl rsyslog rsyslog-gnutls
 
-.PHONY: install test test-fast fuzz demo bench detection detection-quick pi-check clean debs bundle model-card leave-out
+.PHONY: install lint test test-fast fuzz demo bench detection detection-quick pi-check clean debs bundle model-card leave-out
 
 install: $(STAMP)
 
@@ -28,8 +28,12 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[all]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
-test: install
+# Linters first (seconds), then every test.
+test: install lint
 	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
 
 test-fast: install
 	$(PY) -m pytest -q -m "not tf and not slow"
