@@ -75,6 +75,11 @@ class Agent:
         if self.bundle is None:
             from edgebot.bundle import load_bundle
 
+            if self.cfg.bundle is None:  # validate() refuses such a config; an unvalidated one says so too
+                from edgebot.errors import ConfigError
+
+                raise ConfigError("bundle: not set; add bundle = \"path/to/bundle\" to the config file "
+                                  "or pass --bundle")
             self.bundle = load_bundle(self.cfg.bundle, trust=self.cfg.trust_key)
         from edgebot.shipped import is_default
 
@@ -299,7 +304,8 @@ class Agent:
             "flows_per_s": self._flows / elapsed if elapsed > 0 else 0.0,
             "packets_per_s": src.get("packets", 0) / elapsed if elapsed > 0 else 0.0,
             "queue_depth": sink.get("queued", 0),
-            "evictions": {"hosts": self.windows.evictions, "flows": src.get("flows_evicted", 0)},
+            "evictions": {"hosts": self.windows.evictions if self.windows is not None else 0,
+                          "flows": src.get("flows_evicted", 0)},
             "open_incidents": self.incidents.open_incidents,
             "evidence": self.judge.stats() if self.judge is not None else {},
             "rss_mb": round(current_rss_mb(), 1),

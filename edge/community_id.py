@@ -6,7 +6,10 @@ import base64
 import hashlib
 import ipaddress
 import struct
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
+
+if TYPE_CHECKING:  # annotation only: this module stays stdlib-only at run time
+    from edgebot.flow import FlowRecord
 
 __all__ = ["community_id", "flow_community_id"]
 
@@ -78,9 +81,8 @@ def community_id(saddr: Address, daddr: Address, proto: Union[int, str],
         raise ValueError("both addresses must be IPv4 or both IPv6")
     if not 0 <= seed <= 0xFFFF:
         raise ValueError(f"seed must fit in 16 bits, got {seed}")
-    ported = proto in _PORTED and sport is not None and dport is not None
     one_way = False
-    if ported:
+    if proto in _PORTED and sport is not None and dport is not None:
         if proto == PROTO_ICMP or proto == PROTO_ICMP6:
             pairs = _ICMP4_PAIRS if proto == PROTO_ICMP else _ICMP6_PAIRS
             if sport in pairs:
@@ -98,7 +100,7 @@ def community_id(saddr: Address, daddr: Address, proto: Union[int, str],
     return "1:" + (base64.b64encode(digest).decode("ascii") if use_base64 else digest.hex())
 
 
-def flow_community_id(flow: object, seed: int = 0) -> str:
+def flow_community_id(flow: FlowRecord, seed: int = 0) -> str:
     """Community ID of a :class:`~edgebot.flow.FlowRecord` (ICMP ports are type and code)."""
     proto = flow.proto
     orig_h = flow.orig_h

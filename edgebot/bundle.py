@@ -390,7 +390,7 @@ def load_booster(path: Path, n_inputs: int, num_threads: int = 1, remedy: str | 
     return booster
 
 
-def load_bundle(path: str | Path, *, runtime: str | None = None, num_threads: int = 1,
+def load_bundle(path: str | os.PathLike[str], *, runtime: str | None = None, num_threads: int = 1,
                 max_batch: int = 256, trust: str | os.PathLike[str] | None = None) -> Bundle:
     """Load a bundle after checking all of it.
 

@@ -56,6 +56,8 @@ class GroupedCommand(click.Command):
 
 
 def _groups(command: click.Command, groups: dict[str, list[str]]) -> None:
+    # click's Group.command(cls=...) is typed as returning a plain Command; every caller made a GroupedCommand
+    assert isinstance(command, GroupedCommand)
     command.option_groups = groups
 
 
@@ -178,10 +180,12 @@ def train(paths, out, split, window, epochs, seed, fpr_budget, families, quick, 
     if cli_scale.is_shard_set(paths):
         from edgebot.train.quiet import quiet_tensorflow
 
+        window_source = click.get_current_context().get_parameter_source("window")
+        assert window_source is not None  # None only for a parameter the command does not have
         with quiet_tensorflow(enabled=not _State.debug):
             result = cli_scale.train_from_shards(
                 paths, out, dask=dask, dask_workers=dask_workers, split=split,
-                window_given=click.get_current_context().get_parameter_source("window").name != "DEFAULT",
+                window_given=window_source.name != "DEFAULT",
                 epochs=epochs, seed=seed, fpr_budget=fpr_budget, quick=quick, force=force)
         click.echo(result["summary"])
         return

@@ -10,12 +10,14 @@ extra: train on the bundled data, quantize to a fresh bundle, replay the same pc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from edgebot import datasets
 from edgebot.errors import EdgebotError
@@ -220,14 +222,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        quiet: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext
         try:
             from edgebot.train.quiet import quiet_tensorflow
+
+            quiet = quiet_tensorflow
         except ImportError:  # the gateway part needs no trainer
-            quiet_tensorflow = None
-        if quiet_tensorflow is not None:
-            with quiet_tensorflow():
-                run_demo(Path(args.out), quick=not args.full, gateway_only=args.gateway_only)
-        else:
+            pass
+        with quiet():
             run_demo(Path(args.out), quick=not args.full, gateway_only=args.gateway_only)
     except EdgebotError as exc:
         print(f"Error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgebot.errors import DataError
 from edgebot.features import ZEEK_PROFILE, profile_for_format
-from edgebot.flow import MALICIOUS
+from edgebot.flow import MALICIOUS, FlowRecord
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,16 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
 
     if bundle is None:
         bundle = load_bundle(bundle_dir)
-    paths = [Path(p) for p in paths]
-    if not paths:
+    flow_paths = [Path(p) for p in paths]
+    if not flow_paths:
         raise DataError("no data files given; pass one or more labeled flow logs")
-    ys, scores, families, hosts, files = [], [], [], [], []
+    ys: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    families: list[str] = []
+    hosts: list[str] = []
+    files: list[dict] = []
     incidents: dict[str, dict] = {}
-    for path in paths:
+    for path in flow_paths:
         records, readers = read_flows([path], strict=strict)
         reader = readers[0]
         profile = getattr(bundle, "profile", ZEEK_PROFILE)
@@ -282,12 +286,14 @@ def evaluate_bundle(bundle_dir: PathLike, paths: Sequence[PathLike], *, strict: 
             keys = [f"{r.scenario or capture}|-" for r in records]
             W = bundle.sequences(X[labeled])
         else:
-            keys = [f"{r.scenario or capture}|{r.orig_h}" for r in records]
+            flows = [r for r in records if isinstance(r, FlowRecord)]
+            assert len(flows) == len(records)  # only the feature-axis profile reads CicFlowRecords
+            keys = [f"{r.scenario or capture}|{r.orig_h}" for r in flows]
             W = None
         if profile.sequence == "feature-axis":
             s = bundle.score(W)
         else:
-            s_all = bundle.score(bundle.sequences(X, keys, np.array([r.ts for r in records], dtype=np.float64)))
+            s_all = bundle.score(bundle.sequences(X, keys, np.array([r.ts for r in flows], dtype=np.float64)))
             s = s_all[labeled]
             incidents[capture] = capture_incidents(bundle, records, s_all, learn_s=learn_s)
         kept = [r for r, keep in zip(records, labeled) if keep]
@@ -356,7 +362,7 @@ def format_evaluation(result: dict[str, Any], max_hosts: int = 20) -> str:
             lines.append(f"  {name:<{width}}  {_pct(f['recall'])} %  ({f['detected']} of {f['flows']})")
     hosts = result["hosts"]
     if hosts:
-        counts = defaultdict(int)
+        counts: defaultdict[str, int] = defaultdict(int)
         for h in hosts.values():
             counts[h["outcome"]] += 1
         summary = ", ".join(f"{k} {counts[k]}" for k in ("TP", "FP", "FN", "TN"))

@@ -225,7 +225,7 @@ class MinMaxScaler:
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Scale ``X`` of shape ``(..., F)`` to [0, 1] (float32), clipping unseen extremes."""
-        if self.data_min is None:
+        if self.data_min is None or self.data_max is None:
             raise DataError("scaler is not fitted")
         if X.shape[-1] != self.data_min.shape[0]:
             raise DataError(
@@ -237,6 +237,8 @@ class MinMaxScaler:
         return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
     def to_dict(self) -> dict:
+        if self.data_min is None or self.data_max is None:
+            raise DataError("scaler is not fitted")
         return {"min": self.data_min.tolist(), "max": self.data_max.tolist()}
 
     @classmethod

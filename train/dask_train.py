@@ -140,7 +140,7 @@ def _watched(client, what: str, fn, *args, **kwargs):
                                 f"({len(now)} of {len(start_workers)} workers left); training stopped") from None
     if "error" in result:
         exc = result["error"]
-        lost: set = set()
+        lost = set()
         deadline = time.monotonic() + 5.0
         while not lost and time.monotonic() < deadline:
             # XGBoost's collective may notice a dead peer before the scheduler does: ask it a few times

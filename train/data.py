@@ -215,6 +215,7 @@ def load_flows(
             "no row is labeled benign or malicious; the trainer needs labeled flow logs "
             "(e.g. IoT-23 conn.log.labeled)"
         )
+    assert profile is not None  # set by every file read, and records come from at least one
     captures = np.array([r.scenario or Path(r.source).name for r in records], dtype=object)
     if profile.sequence == "feature-axis":  # no host or time columns: file order is time
         log.info("%s profile: no hosts or timestamps; file order stands for time, each file is a capture",
@@ -222,8 +223,10 @@ def load_flows(
         ts = np.array([r.line for r in records], dtype=np.float64)
         hosts = np.array([f"{c}|-" for c in captures], dtype=object)
     else:
-        ts = np.array([r.ts for r in records], dtype=np.float64)
-        hosts = np.array([f"{c}|{r.orig_h}" for c, r in zip(captures, records)], dtype=object)
+        flows = [r for r in records if isinstance(r, FlowRecord)]
+        assert len(flows) == len(records)  # one profile per table; only the feature-axis one reads CicFlowRecords
+        ts = np.array([r.ts for r in flows], dtype=np.float64)
+        hosts = np.array([f"{c}|{r.orig_h}" for c, r in zip(captures, flows)], dtype=object)
     return FlowTable(
         X=profile.featurize(records),
         y=np.array([r.label == MALICIOUS for r in records], dtype=np.int8),
@@ -431,6 +434,7 @@ def make_split(table: FlowTable, split: str, seed: int = 0) -> Split:
         train, val = _stratified_parts(table.y, rest, VAL_FRACTION, rng)
         result = Split("stratified", train, val, test, leaky=True)
     else:
+        assert name is not None  # parse_split names every leave-out split
         chosen, matched = _match_leave_out(table, name)
         kept = [c for c in captures if c not in chosen]
         if not kept:

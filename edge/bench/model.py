@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -81,8 +82,7 @@ def measure_bundle(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int],
     """``Bundle.score_components``: networks, reconstruction error and the XGBoost fuser."""
     out: dict = {"available": True, "note": "Bundle.score_components: int8 networks + fuser", "batch": {}}
     for b in batch_sizes:
-        W = windows[:b]
-        out["batch"][str(b)] = call_stats(time_calls(lambda W=W: bundle.score_components(W), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(partial(bundle.score_components, windows[:b]), repeat), b)
     return out
 
 
@@ -96,7 +96,7 @@ def measure_fuser(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int], 
     last = np.ascontiguousarray(windows[:, -1, :])
     for b in batch_sizes:
         Z = fuser_inputs(comps["hybrid"][:b], comps["anomaly"][:b], last[:b], bundle._raw_index)
-        out["batch"][str(b)] = call_stats(time_calls(lambda Z=Z: bundle._booster.inplace_predict(Z), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(partial(bundle._booster.inplace_predict, Z), repeat), b)
     return out
 
 
@@ -107,9 +107,12 @@ def measure_featurizer(bundle: Any, flows: list, batch_sizes: Sequence[int], rep
     out: dict = {"available": True, "note": "featurize + min-max scaling of flow records (unit: flows)", "batch": {}}
     need = max(batch_sizes)
     pool = (flows * (-(-need // len(flows))))[:need] if flows else synthetic_flows(need)
+
+    def scaled(part: list) -> Any:
+        return bundle.scale(featurize(part))
+
     for b in batch_sizes:
-        part = pool[:b]
-        out["batch"][str(b)] = call_stats(time_calls(lambda part=part: bundle.scale(featurize(part)), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(partial(scaled, pool[:b]), repeat), b)
     return out
 
 

@@ -131,6 +131,7 @@ def run_bench(bundle_dir: str | os.PathLike, pcap: str | os.PathLike | None = No
             for kind in ("float_tflite", "keras", *KERAS_PATHS):
                 model[kind] = _skipped(skip_note)
         else:
+            assert run is not None  # skip_note is set whenever run is None
             k = run_keras_worker(run, windows, batch_sizes, repeat, work)
             note = (f"TensorFlow {k['versions'].get('tensorflow')} / Keras {k['versions'].get('keras')}, "
                     f"{k['threads']} intra-op thread(s); run dir {run_note}")
@@ -151,6 +152,7 @@ def run_bench(bundle_dir: str | os.PathLike, pcap: str | os.PathLike | None = No
         if skip_note:
             memory.update(tf_peak_rss_mb=None, tf_startup_s=None, tf={"available": False, "note": skip_note})
         else:
+            assert run is not None  # skip_note is set whenever run is None
             tf_proc = measure_tf_process(run, work, startup_runs)
             memory.update(tf_peak_rss_mb=tf_proc["peak_rss_mb"], tf_startup_s=tf_proc["startup_s"],
                           tf={"available": True, "note": "imports TensorFlow, loads cnn_lstm.keras and "

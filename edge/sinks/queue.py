@@ -182,7 +182,9 @@ class DiskQueue:
             "INSERT INTO messages (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
             (topic, data, int(qos), int(bool(retain)), time.time()))
         self._conn.execute("COMMIT")
-        return evicted, evicted_bytes, int(cur.lastrowid)
+        row_id = cur.lastrowid
+        assert row_id is not None  # set by every successful INSERT
+        return evicted, evicted_bytes, int(row_id)
 
     def _checkpoint(self) -> None:
         try:

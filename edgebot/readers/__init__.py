@@ -72,9 +72,9 @@ def open_flows(path: PathLike, *, strict: bool = False, family: Optional[str] = 
     scenario, table_family = scenario_family(path)
     if fmt == "cicflowmeter":
         derive = cic_family
-    elif iot23_scenario(path) is not None:
+    elif (capture := iot23_scenario(path)) is not None:
         derive = _no_family  # IoT-23 detailed labels (C&C, DDoS) are behaviours, not families
-        if not iot23_scenario(path).name and family is None:  # type: ignore[union-attr]
+        if not capture.name and family is None:
             log.warning(
                 "%s: IoT-23 capture %s is not in the scenario table; its malicious rows get no family "
                 "(give one with family=)", path, scenario,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
-
 from edgebot.readers import cicids, iot23csv, zeek
-from edgebot.readers.common import STREAM_ERRORS, not_a_flow_file, open_binary
+from edgebot.readers.common import STREAM_ERRORS, FlowReader, not_a_flow_file, open_binary
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,7 @@ def head_lines(head: bytes, complete: bool) -> list[str]:
     return lines
 
 
-def sniff_format(path: Path) -> tuple[str, Callable[..., object]]:
+def sniff_format(path: Path) -> tuple[str, type[FlowReader]]:
     """Name a file's format and the reader class for it.
 
     Parameters

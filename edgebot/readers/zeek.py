@@ -109,7 +109,7 @@ class ZeekLayout:
         if names and _PACKED_SPLIT.search(names[-1]):
             packed_fields = len(names)
             names[-1:] = _PACKED_SPLIT.split(names[-1])
-        index = {}
+        index: dict[str, int] = {}
         for position, name in enumerate(names):
             index.setdefault(name, position)
         missing = [name for name in REQUIRED_COLUMNS if name not in index]
@@ -266,15 +266,16 @@ def build_record(reader: FlowReader, layout: ZeekLayout, parts: Sequence[Any], u
         if layout.detailed_index is not None:
             cell = parts[layout.detailed_index]
             detailed = clean_detailed_label(cell if type(cell) is str else None)
-    return FlowRecord(
-        *values,
-        label=label,
-        detailed_label=detailed,
-        family=reader._family_of(label, detailed),
-        scenario=reader.scenario,
-        source=str(reader.path),
-        line=line_no,
-    )
+    # ``values`` fills exactly the leading fields (ZEEK_COLUMNS order); the label and provenance
+    # fields are set after, which mypy can check (a star-list beside keywords it cannot).
+    record = FlowRecord(*values)
+    record.label = label
+    record.detailed_label = detailed
+    record.family = reader._family_of(label, detailed)
+    record.scenario = reader.scenario
+    record.source = str(reader.path)
+    record.line = line_no
+    return record
 
 
 def _bad_column(layout: ZeekLayout, parts: Sequence[Any], unset: str) -> MalformedRow:
