@@ -34,6 +34,7 @@ test: install lint
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy edgebot
 
 test-fast: install
 	$(PY) -m pytest -q -m "not tf and not slow"
