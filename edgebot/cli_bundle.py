@@ -34,6 +34,7 @@ def verify_checks(bundle_dir: str | os.PathLike[str], trust: Optional[str] = Non
     """
     from edgebot import __version__
     from edgebot.bundle import _check_model, check_featurizer, load_booster, sha256_file
+    from edgebot.trees import load_trees
     from edgebot.manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, parse_manifest_bytes
     from edgebot.runtime import Int8Model, find_interpreter
 
@@ -123,8 +124,22 @@ def verify_checks(bundle_dir: str | os.PathLike[str], trust: Optional[str] = Non
     def fuser_ok() -> str:
         m = _manifest()
         n = 2 + len(m.fuser_raw_features)
-        load_booster(path / m.fuser_file, n)
-        return f"{m.fuser_file}: XGBoost, {n} inputs"
+        trees = load_trees(path / m.fuser_file, n)
+        try:
+            from edgebot.lean import import_xgboost
+
+            import_xgboost()
+        except ImportError:
+            return f"{m.fuser_file}: {trees.n_trees} trees, {n} inputs (xgboost not installed: not cross-checked)"
+        # The gateway evaluates the trees in numpy (edgebot.trees): check it scores as xgboost does.
+        import numpy as np
+
+        booster = load_booster(path / m.fuser_file, n)
+        rows_in = np.random.default_rng(0).random((512, n), dtype=np.float32)
+        diff = float(np.max(np.abs(trees.inplace_predict(rows_in) - booster.inplace_predict(rows_in))))
+        if diff > 1e-6:
+            raise BundleError(f"{m.fuser_file}: the numpy trees score up to {diff:.2g} away from xgboost's")
+        return f"{m.fuser_file}: XGBoost, {trees.n_trees} trees, {n} inputs; numpy trees = xgboost (max diff {diff:.1g})"
 
     check("fuser", fuser_ok, ("featurizer",) + files_ok)
     if manifest is not None:

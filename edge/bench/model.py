@@ -9,7 +9,6 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .inputs import synthetic_flows
-from .machine import _version
 from edgebot.timing import call_stats, time_calls
 
 #: Model-level measurements, in the order they are printed.
@@ -87,10 +86,10 @@ def measure_bundle(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int],
 
 
 def measure_fuser(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int], repeat: int) -> dict:
-    """The XGBoost fuser alone (``inplace_predict`` on its input matrix)."""
+    """The fuser alone (:class:`edgebot.trees.TreeEnsemble` ``inplace_predict`` on its input matrix)."""
     from edgebot.fusion import fuser_inputs
 
-    out: dict = {"available": True, "note": f"xgboost {_version('xgboost') or _version('xgboost-cpu')} inplace_predict, "
+    out: dict = {"available": True, "note": "the fuser's trees in numpy (edgebot.trees, XGBoost's JSON model), "
                                             "1 thread", "batch": {}}
     comps = bundle.score_components(windows[: max(batch_sizes)])
     last = np.ascontiguousarray(windows[:, -1, :])
