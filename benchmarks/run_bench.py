@@ -116,7 +116,7 @@ def model_table(bench: dict) -> list[str]:
     labels = {"int8": "int8 TFLite, ai-edge-litert, 1 thread", "float_tflite": "float32 TFLite, same interpreter",
               "keras_eager": "Keras 3 / TF, eager `model(x)`", "keras_graph": "Keras 3 / TF, `tf.function`",
               "keras_predict": "Keras 3 / TF, `model.predict`", "bundle": "int8 bundle `score` (networks + fuser)",
-              "fuser": "XGBoost fuser alone", "featurizer": "featurizer + scaling (flows/s)"}
+              "fuser": "fuser alone (its XGBoost trees in numpy)", "featurizer": "featurizer + scaling (flows/s)"}
     for kind, label in labels.items():
         entry = model.get(kind, {})
         if not entry.get("available"):

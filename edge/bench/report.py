@@ -31,7 +31,7 @@ def format_bench(result: dict) -> str:
     labels = {"int8": "int8 TFLite (hybrid+AE)", "float_tflite": "float TFLite (hybrid+AE)",
               "keras": "Keras/TF fastest (hybrid+AE)", "keras_eager": "  Keras eager model(x)",
               "keras_graph": "  Keras tf.function", "keras_predict": "  Keras predict()",
-              "bundle": "int8 bundle score (+fuser)", "fuser": "XGBoost fuser alone", "featurizer": "featurizer (flows)"}
+              "bundle": "int8 bundle score (+fuser)", "fuser": "fuser alone (its XGBoost trees in numpy)", "featurizer": "featurizer (flows)"}
     notes = []
     for kind in MODEL_KINDS:
         entry = model.get(kind, {})
