@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NoReturn
 
+from edgebot.fields import FieldChecks
+from edgebot.fields import show as _show
 from edgebot.errors import BundleError
 
 #: Version of the manifest layout this edgebot writes and reads (2: ``bundle_id`` covers the manifest).
@@ -54,7 +55,6 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_WINDOW = 4096
 _MAX_FEATURES = 4096
 _MAX_FILES = 64
-_MAX_STR = 256
 _MAX_COMMAND = 16384
 _MAX_DATA_FILES = 1024
 
@@ -140,14 +140,6 @@ def parse_manifest_bytes(raw: bytes, where: str = MANIFEST) -> dict[str, Any]:
 # field checks: each raises one BundleError naming the field
 
 
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _fail(path: str, what: str, value: Any) -> NoReturn:
     raise BundleError(f"manifest field {path} must be {what}, got {_show(value)}: {RECONVERT}")
 
@@ -158,60 +150,9 @@ def _get(obj: Mapping[str, Any], key: str, path: str) -> Any:
     return obj[key]
 
 
-def _obj(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        _fail(path, "an object", value)
-    return value
-
-
-def _str(value: Any, path: str, choices: tuple[str, ...] | None = None, max_len: int = _MAX_STR) -> str:
-    if not isinstance(value, str) or not value or len(value) > max_len:
-        _fail(path, f"a non-empty string of at most {max_len} characters", value)
-    if choices is not None and value not in choices:
-        _fail(path, " or ".join(repr(c) for c in choices), value)
-    return value
-
-
-def _int(value: Any, path: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        _fail(path, f"an integer in [{low}, {high}]", value)
-    return value
-
-
-def _num(value: Any, path: str, low: float | None = None, high: float | None = None,
-         positive: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and positive:
-        ok = value > 0
-    if ok and low is not None:
-        ok = value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        if positive:
-            what = "a positive finite number"
-        elif low is not None and high is not None:
-            what = f"a number in [{low:g}, {high:g}]"
-        else:
-            what = "a finite number"
-        _fail(path, what, value)
-    return float(value)
-
-
-def _str_list(value: Any, path: str, max_items: int = _MAX_FEATURES) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) > max_items:
-        _fail(path, f"a list of at most {max_items} strings", value)
-    for i, item in enumerate(value):
-        _str(item, f"{path}[{i}]")
-    if len(set(value)) != len(value):
-        _fail(path, "a list of distinct strings", value)
-    return tuple(value)
-
-
-def _num_list(value: Any, path: str, length: int) -> tuple[float, ...]:
-    if not isinstance(value, list) or len(value) != length:
-        _fail(path, f"a list of {length} numbers (one per feature)", value)
-    return tuple(_num(v, f"{path}[{i}]") for i, v in enumerate(value))
+_checks = FieldChecks(_fail)
+_obj, _str, _int, _num = _checks.obj, _checks.text, _checks.integer, _checks.number
+_str_list, _num_list = _checks.str_list, _checks.num_list
 
 
 def _file_name(value: Any, path: str) -> str:

@@ -16,12 +16,13 @@ with numpy, imported when :meth:`RunDir.open` is asked to check them).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional
 
 from edgebot.manifest import _MAX_COMMAND  # the recorded training command: as long as the manifest allows
+from edgebot.fields import FieldChecks
+from edgebot.fields import show as _show
 from edgebot.errors import BundleError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,19 +59,10 @@ RETRAIN = "retrain the run with this edgebot"
 
 _MAX_WINDOW = 4096
 _MAX_FEATURES = 4096
-_MAX_STR = 256
 
 
 # ---------------------------------------------------------------------------------------------
 # field checks: each raises one BundleError naming the field
-
-
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class _SpecError(BundleError):
@@ -81,55 +73,9 @@ def _fail(path: str, what: str, value: Any) -> NoReturn:
     raise _SpecError(f"field {path} must be {what}, got {_show(value)}: {RETRAIN}")
 
 
-def _obj(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        _fail(path, "an object", value)
-    return value
-
-
-def _str(value: Any, path: str, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_STR:
-        _fail(path, f"a non-empty string of at most {_MAX_STR} characters", value)
-    if choices is not None and value not in choices:
-        _fail(path, " or ".join(repr(c) for c in choices), value)
-    return value
-
-
-def _int(value: Any, path: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        _fail(path, f"an integer in [{low}, {high}]", value)
-    return value
-
-
-def _num(value: Any, path: str, *, low: float | None = None, high: float | None = None,
-         positive: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (not positive or value > 0) and (low is None or value >= low) and (high is None or value <= high)
-    if not ok:
-        if positive:
-            what = "a positive finite number"
-        elif low is not None and high is not None:
-            what = f"a number in [{low:g}, {high:g}]"
-        else:
-            what = "a finite number"
-        _fail(path, what, value)
-    return float(value)
-
-
-def _str_list(value: Any, path: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) > _MAX_FEATURES:
-        _fail(path, f"a list of at most {_MAX_FEATURES} strings", value)
-    for i, item in enumerate(value):
-        _str(item, f"{path}[{i}]")
-    if len(set(value)) != len(value):
-        _fail(path, "a list of distinct strings", value)
-    return tuple(value)
-
-
-def _num_list(value: Any, path: str, length: int) -> tuple[float, ...]:
-    if not isinstance(value, list) or len(value) != length:
-        _fail(path, f"a list of {length} numbers (one per feature)", value)
-    return tuple(_num(v, f"{path}[{i}]") for i, v in enumerate(value))
+_checks = FieldChecks(_fail)
+_obj, _str, _int, _num = _checks.obj, _checks.text, _checks.integer, _checks.number
+_str_list, _num_list = _checks.str_list, _checks.num_list
 
 
 # ---------------------------------------------------------------------------------------------

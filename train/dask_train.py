@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,6 +43,7 @@ from edgebot.train.fit import (
     _Trained,
     _write_report,
     _write_run_dir,
+    resolve_config,
     fuser_monotone,
     write_json,
 )
@@ -430,13 +431,7 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
         A worker was lost or a task failed during training (exit 1).
     """
     started = time.monotonic()
-    cfg = config or (TrainConfig.quick() if quick else TrainConfig.full())
-    if epochs is not None:
-        if epochs < 1:
-            raise DataError(f"--epochs must be at least 1, got {epochs}")
-        cfg = replace(cfg, epochs=epochs)
-    if not 0.0 <= fpr_budget < 1.0:
-        raise DataError(f"--fpr-budget must be at least 0 and below 1, got {fpr_budget}")
+    cfg = resolve_config(config, quick, epochs, fpr_budget)
     out = Path(out)
     _check_out(out, force)
     shards = ShardSet.open(shard_dir, cfg.max_flows_per_capture)

@@ -131,6 +131,25 @@ def _versions() -> dict[str, str]:
             "xgboost": xgboost.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__}
 
 
+def resolve_config(config: Optional[TrainConfig], quick: bool, epochs: Optional[int],
+                   fpr_budget: float) -> TrainConfig:
+    """The run's TrainConfig (``config``, else quick or full) with ``epochs``; checks both options.
+
+    Raises
+    ------
+    DataError
+        ``epochs`` below 1, or ``fpr_budget`` outside [0, 1).
+    """
+    cfg = config or (TrainConfig.quick() if quick else TrainConfig.full())
+    if epochs is not None:
+        if epochs < 1:
+            raise DataError(f"--epochs must be at least 1, got {epochs}")
+        cfg = replace(cfg, epochs=epochs)
+    if not 0.0 <= fpr_budget < 1.0:
+        raise DataError(f"--fpr-budget must be at least 0 and below 1, got {fpr_budget}")
+    return cfg
+
+
 def _check_out(out: Path, force: bool) -> None:
     """Refuse an existing --out unless ``force`` and it is a previous run dir (or empty)."""
     if not out.exists():
@@ -263,13 +282,7 @@ def train_run(
         From the readers.
     """
     started = time.monotonic()
-    cfg = config or (TrainConfig.quick() if quick else TrainConfig.full())
-    if epochs is not None:
-        if epochs < 1:
-            raise DataError(f"--epochs must be at least 1, got {epochs}")
-        cfg = replace(cfg, epochs=epochs)
-    if not 0.0 <= fpr_budget < 1.0:
-        raise DataError(f"--fpr-budget must be at least 0 and below 1, got {fpr_budget}")
+    cfg = resolve_config(config, quick, epochs, fpr_budget)
     if window < 1:
         raise DataError(f"--window must be at least 1, got {window}")
     parse_split(split)
