@@ -31,7 +31,7 @@ import numpy as np
 
 from edgebot.errors import BundleError, DataError, RuntimeMissingError
 from edgebot.features import FeatureProfile, MinMaxScaler, get_profile
-from edgebot.fusion import fuser_inputs, raw_feature_index, reconstruction_error
+from edgebot.fusion import fused_probability, fuser_inputs, margin_kind, raw_feature_index, reconstruction_error
 from edgebot.manifest import (  # noqa: F401 - re-exported: the bundle's file names and schema live there
     AUTOENCODER_FILE,
     FUSER_FILE,
@@ -256,6 +256,7 @@ class Bundle:
         self._hybrid = hybrid
         self._autoencoder = autoencoder
         self._booster = booster
+        self._margin = margin_kind(booster)
         self._scaler = MinMaxScaler(spec.scaler_min, spec.scaler_max)
         self._raw_index = raw_feature_index(self.profile.feature_names, spec.fuser_raw_features)
 
@@ -343,8 +344,8 @@ class Bundle:
         last = last_rows(W, self.sequence)
         recon = self._autoencoder.run(last)
         anomaly = (reconstruction_error(last, recon) / np.float32(self.thresholds["autoencoder"])).astype(np.float32)
-        fused = self._booster.inplace_predict(fuser_inputs(hybrid, anomaly, last, self._raw_index))
-        return {"hybrid": hybrid, "anomaly": anomaly, "fused": np.asarray(fused, dtype=np.float32).reshape(n)}
+        fused = fused_probability(self._booster, fuser_inputs(hybrid, anomaly, last, self._raw_index), self._margin)
+        return {"hybrid": hybrid, "anomaly": anomaly, "fused": fused}
 
     def score(self, W: np.ndarray) -> np.ndarray:
         """Fused score ``(n,) float32`` of scaled windows ``(n, T, F)``; higher = more malicious."""
@@ -365,7 +366,7 @@ class Bundle:
         """
         X = fuser_inputs(np.asarray(hybrid, np.float32), np.asarray(anomaly, np.float32),
                          np.asarray(last_rows, np.float32), self._raw_index)
-        return np.asarray(self._booster.inplace_predict(X), dtype=np.float32).reshape(len(X))
+        return fused_probability(self._booster, X, self._margin)
 
 
 def load_booster(path: Path, n_inputs: int, num_threads: int = 1, remedy: str | None = None) -> Any:
@@ -386,6 +387,10 @@ def load_booster(path: Path, n_inputs: int, num_threads: int = 1, remedy: str | 
         raise BundleError(
             f"{path.name} takes {booster.num_features()} inputs but the fusion layer gives {n_inputs}: {remedy}"
         )
+    try:
+        margin_kind(booster)
+    except ValueError as exc:
+        raise BundleError(f"{path.name}: {exc}: {remedy}") from None
     booster.set_param({"nthread": num_threads})
     return booster
 

@@ -135,11 +135,16 @@ def verify_checks(bundle_dir: str | os.PathLike[str], trust: Optional[str] = Non
         import numpy as np
 
         booster = load_booster(path / m.fuser_file, n)
+        from edgebot.fusion import fused_probability, margin_kind
+
         rows_in = np.random.default_rng(0).random((512, n), dtype=np.float32)
-        diff = float(np.max(np.abs(trees.inplace_predict(rows_in) - booster.inplace_predict(rows_in))))
+        kind = margin_kind(trees)
+        diff = float(np.max(np.abs(fused_probability(trees, rows_in, kind) - fused_probability(booster, rows_in, kind))))
         if diff > 1e-6:
             raise BundleError(f"{m.fuser_file}: the numpy trees score up to {diff:.2g} away from xgboost's")
-        return f"{m.fuser_file}: XGBoost, {trees.n_trees} trees, {n} inputs; numpy trees = xgboost (max diff {diff:.1g})"
+        start = f", trees start from {kind}" if kind else ""
+        return (f"{m.fuser_file}: XGBoost, {trees.n_trees} trees, {n} inputs{start}; numpy trees = xgboost "
+                f"(max diff {diff:.1g})")
 
     check("fuser", fuser_ok, ("featurizer",) + files_ok)
     if manifest is not None:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from edgebot.errors import BundleError
+from edgebot.fusion import margin_kind
 
 __all__ = ["TreeEnsemble", "load_trees"]
 
@@ -63,6 +64,7 @@ class TreeEnsemble:
             base_score = float(str(params["base_score"]).strip("[]").split(",")[0])
             num_class = int(params.get("num_class", "0"))
             num_target = int(params.get("num_target", "1"))
+            attributes = dict(learner.get("attributes") or {})
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise _fail(path, f"not an XGBoost JSON model ({type(exc).__name__}: {exc})") from None
         if booster.get("name") != "gbtree":
@@ -77,6 +79,7 @@ class TreeEnsemble:
             raise _fail(path, "the model has no trees")
         self.n_features = n_features
         self.n_trees = len(trees)
+        self._attributes = {str(k): str(v) for k, v in attributes.items()}
         lefts, rights, feats, conds, defaults, roots = [], [], [], [], [], []
         offset = 0
         for k, tree in enumerate(trees):
@@ -134,11 +137,23 @@ class TreeEnsemble:
         """Inputs per row (as ``xgboost.Booster.num_features``)."""
         return self.n_features
 
-    def inplace_predict(self, X: Any) -> np.ndarray:
-        """Probability of "malicious" for each row of ``X`` (``(n, n_features)``), float32."""
+    def attr(self, key: str) -> Optional[str]:
+        """A learner attribute of the model (as ``xgboost.Booster.attr``), or None."""
+        return self._attributes.get(key)
+
+    def inplace_predict(self, X: Any, base_margin: Optional[np.ndarray] = None) -> np.ndarray:
+        """Probability of "malicious" for each row of ``X`` (``(n, n_features)``), float32.
+
+        ``base_margin`` ``(n,)``: the margin the trees add to, instead of the model's base_score
+        (as XGBoost's ``base_margin``).
+        """
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"expected rows of {self.n_features} inputs, got shape {X.shape}")
+        if base_margin is not None:
+            base_margin = np.asarray(base_margin, dtype=np.float32).reshape(-1)
+            if len(base_margin) != len(X):
+                raise ValueError(f"base_margin has {len(base_margin)} values for {len(X)} rows")
         n = len(X)
         if n == 0:
             return np.zeros(0, dtype=np.float32)
@@ -149,7 +164,8 @@ class TreeEnsemble:
             left = np.where(np.isnan(x), self._default_left[node], x < self._cond[node])
             node = np.where(left, self._left[node], self._right[node])
         leaves = self._cond[node]
-        margin = np.full(n, self._base_margin, dtype=np.float32)
+        margin = (np.full(n, self._base_margin, dtype=np.float32) if base_margin is None
+                  else base_margin.copy())
         for t in range(self.n_trees):  # tree after tree, in float32, as XGBoost adds them
             margin += leaves[:, t]
         # expf(-margin) correctly rounded (numpy's float32 exp can be 1 ulp off glibc's), then float32
@@ -174,4 +190,8 @@ def load_trees(path: Path, n_inputs: int) -> TreeEnsemble:
     trees = TreeEnsemble(model, path)
     if trees.n_features != n_inputs:
         raise _fail(path, f"takes {trees.n_features} inputs but the fusion layer gives {n_inputs}")
+    try:
+        margin_kind(trees)
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from None
     return trees

@@ -67,6 +67,7 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
     from edgebot import datasets
     from edgebot.features import FEATURE_NAMES, N_FEATURES, MinMaxScaler, featurize, featurizer_info
     from edgebot.fusion import FUSER_INPUT_NAMES, FUSER_RAW_FEATURES, fuser_inputs, raw_feature_index, reconstruction_error
+    from edgebot.train.baselines import FromHybrid
     from edgebot.readers import read_flows
     from edgebot.rundir import write_spec
     from edgebot.windows import make_windows
@@ -133,7 +134,9 @@ def build_run_dir(out: Path, *, window: int = 4, seed: int = 0, max_flows: int =
     raw_index = raw_feature_index(FEATURE_NAMES, FUSER_RAW_FEATURES)
     fuse_va = fuser_inputs(va_prob, va_err / ae_threshold, va["last"], raw_index)
     fuse_te = fuser_inputs(te_prob, te_err / ae_threshold, te["last"], raw_index)
-    fuser = xgboost.XGBClassifier(n_estimators=30, max_depth=3, learning_rate=0.2, random_state=seed, n_jobs=1)
+    # the trainer's form: the trees add to the hybrid's logit (edgebot.fusion.HYBRID_LOGIT)
+    fuser = FromHybrid(xgboost.XGBClassifier(n_estimators=30, max_depth=3, learning_rate=0.2, random_state=seed,
+                                             n_jobs=1))
     fuser.fit(fuse_va, va["y"])
     fused_va = fuser.predict_proba(fuse_va)[:, 1]
     fused_te = fuser.predict_proba(fuse_te)[:, 1]
@@ -191,7 +194,7 @@ def _source_key(params: dict) -> str:
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
     digest.update(FEATURIZER_HASH.encode())
     for rel in ("tests/bundle_factory.py", "convert/worker.py", "convert/bundle_writer.py", "edgebot/bundle.py",
-                "edgebot/runtime.py", "edgebot/fusion.py", "edgebot/rundir.py", "edgebot/manifest.py"):
+                "edgebot/runtime.py", "edgebot/fusion.py", "train/baselines.py", "edgebot/rundir.py", "edgebot/manifest.py"):
         path = ROOT / rel
         if path.is_file():
             digest.update(path.read_bytes())

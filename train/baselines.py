@@ -66,3 +66,35 @@ def _fit_baselines(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArra
         state.val_scores[name], state.test_scores[name] = _proba(model, va.last), _proba(model, te.last)
         t = state.lap(name, t)
     return t
+
+
+class FromHybrid:
+    """An XGBoost fuser whose trees add to the hybrid's logit (:data:`edgebot.fusion.HYBRID_LOGIT`).
+
+    Wraps an ``XGBClassifier`` (or the Dask trainer's booster model): ``fit`` and
+    ``predict_proba`` pass the logit of input column 0 (the hybrid's probability) as XGBoost's
+    ``base_margin``, and the booster records it in :data:`edgebot.fusion.BASE_MARGIN_ATTR`, so
+    the converter and the gateway score it the same way.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "FromHybrid":
+        from edgebot.fusion import BASE_MARGIN_ATTR, HYBRID_LOGIT, base_margin
+
+        self.model.fit(X, y, base_margin=base_margin(HYBRID_LOGIT, X))
+        self.model.get_booster().set_attr(**{BASE_MARGIN_ATTR: HYBRID_LOGIT})
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        from edgebot.fusion import HYBRID_LOGIT, base_margin
+
+        return self.model.predict_proba(X, base_margin=base_margin(HYBRID_LOGIT, X))
+
+    def get_booster(self) -> Any:
+        return self.model.get_booster()
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        return self.model.feature_importances_

@@ -27,7 +27,8 @@ import numpy as np
 
 from edgebot.errors import DataError, EdgebotError
 from edgebot.features import get_profile
-from edgebot.fusion import fuser_inputs, raw_feature_index
+from edgebot.fusion import (BASE_MARGIN_ATTR, HYBRID_LOGIT, base_margin, fused_probability, fuser_inputs,
+                            raw_feature_index)
 from edgebot.train import shards as sh
 from edgebot.train.data import PartArrays
 from edgebot.statefiles import staged_dir
@@ -172,15 +173,18 @@ def _xgb_params(trees: int, depth: int, seed: int, threads: int, monotone: Optio
 class BoosterModel:
     """A trained booster with the bits of ``XGBClassifier`` the run dir and report use."""
 
-    def __init__(self, booster, n_features: int):
+    def __init__(self, booster, n_features: int, margin: Optional[str] = None):
         self.booster = booster
         self.n_features = n_features
+        self.margin = margin  # the fuser's base margin (edgebot.fusion), recorded in the booster
+        if margin:
+            booster.set_attr(**{BASE_MARGIN_ATTR: margin})
 
     def get_booster(self):
         return self.booster
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        p = np.asarray(self.booster.inplace_predict(np.ascontiguousarray(X, dtype=np.float32)), dtype=np.float32)
+        p = fused_probability(self.booster, X, self.margin)
         return np.stack([1 - p, p], axis=1)
 
     @property
@@ -194,12 +198,15 @@ class BoosterModel:
         return out / total if total > 0 else out
 
 
-def _dask_fit(client, X, y, params: dict, rounds: int, what: str) -> Any:
-    """``xgboost.dask.train`` on a ``DaskQuantileDMatrix`` of dask arrays ``X``, ``y``; the booster."""
+def _dask_fit(client, X, y, params: dict, rounds: int, what: str, base_margin=None) -> Any:
+    """``xgboost.dask.train`` on a ``DaskQuantileDMatrix`` of dask arrays ``X``, ``y``; the booster.
+
+    ``base_margin``: a dask array the trees add to (the fuser's, see edgebot.fusion), or None.
+    """
     from xgboost import dask as dxgb
 
     def fit():
-        dtrain = dxgb.DaskQuantileDMatrix(client, X, y)
+        dtrain = dxgb.DaskQuantileDMatrix(client, X, y, base_margin=base_margin)
         return dxgb.train(client, params, dtrain, num_boost_round=rounds)["booster"]
 
     started = time.monotonic()
@@ -545,10 +552,14 @@ def _fit_fusers(state: _Trained, client, va: PartArrays, te: PartArrays, cfg: Tr
     params, rounds = _xgb_params(cfg.fuser_trees, cfg.fuser_max_depth, seed, xgb_threads,
                                  fuser_monotone(profile) if cfg.fuser_monotone else None)
 
+    margin = HYBRID_LOGIT if cfg.fuser_from_hybrid else None
+
     def dask_model(Xf: np.ndarray, yf: np.ndarray, what: str) -> BoosterModel:
         dXf = _local_dask_array(client, Xf, n_workers)
         dyf = _local_dask_array(client, yf.astype(np.float32), n_workers)
-        return BoosterModel(_dask_fit(client, dXf, dyf, params, rounds, what), Xf.shape[1])
+        start = base_margin(margin, Xf)
+        dmf = None if start is None else _local_dask_array(client, start, n_workers)
+        return BoosterModel(_dask_fit(client, dXf, dyf, params, rounds, what, dmf), Xf.shape[1], margin)
 
     makers = {
         "fused": lambda Xf, yf: dask_model(Xf, yf, "fuser training"),

@@ -37,7 +37,7 @@ from edgebot.train.data import (
     part_arrays,
     subsample_per_capture,
 )
-from edgebot.train.baselines import _fit_baselines, _fit_with_bar, _proba, _rf_classifier, _xgb_classifier
+from edgebot.train.baselines import FromHybrid, _fit_baselines, _fit_with_bar, _proba, _rf_classifier, _xgb_classifier
 from edgebot.train.metrics import binary_metrics, per_group, threshold_for_fpr
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ class TrainConfig:
     #: the XGBoost fuser's score never decreases when the hybrid's probability or the anomaly
     #: score rises (monotone constraints on its first two inputs).
     fuser_monotone: bool = True
+    #: the XGBoost fuser's trees add to the logit of the hybrid's probability (XGBoost's
+    #: base_margin; see edgebot.fusion) instead of starting from a constant.
+    fuser_from_hybrid: bool = True
     #: the autoencoder's threshold: this quantile of benign validation reconstruction errors.
     ae_quantile: float = 0.99
     #: in the FPR budget a benign capture's flows weigh together at most as much as
@@ -413,9 +416,13 @@ def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfi
         part: fuser_inputs(scores["cnn_lstm"], scores["autoencoder"] / state.ae_threshold, arrays.last, raw_index)
         for part, scores, arrays in (("val", state.val_scores, va), ("test", state.test_scores, te))
     }
+    def xgb_fuser() -> Any:
+        model = _xgb_classifier(cfg.fuser_trees, cfg.fuser_max_depth, seed, cfg.threads,
+                                monotone=fuser_monotone(profile) if cfg.fuser_monotone else None)
+        return FromHybrid(model) if cfg.fuser_from_hybrid else model
+
     makers = {
-        "fused": lambda: _xgb_classifier(cfg.fuser_trees, cfg.fuser_max_depth, seed, cfg.threads,
-                                         monotone=fuser_monotone(profile) if cfg.fuser_monotone else None),
+        "fused": xgb_fuser,
         "fused_rf": lambda: _rf_classifier(cfg.fuser_rf_trees, 8, seed, cfg.threads, min_leaf=2),
     }
     for name, make in makers.items():

@@ -118,7 +118,7 @@ def worker(variant: str, run_dir: Path, bundle_dir: Path, pcap: Path) -> dict:
 
     from edgebot.bundle import load_manifest
     from edgebot.features import MinMaxScaler, featurize
-    from edgebot.fusion import fuser_inputs, raw_feature_index, reconstruction_error
+    from edgebot.fusion import fused_probability, fuser_inputs, margin_kind, raw_feature_index, reconstruction_error
     from edgebot.windows import make_windows
 
     manifest = load_manifest(bundle_dir)  # the typed, validated manifest (edgebot.manifest.Manifest)
@@ -150,7 +150,7 @@ def worker(variant: str, run_dir: Path, bundle_dir: Path, pcap: Path) -> dict:
         prob = np.asarray(hybrid.predict(W, batch_size=256, verbose=0), dtype=np.float32)[:, 0]
         recon = np.asarray(ae.predict(X, batch_size=256, verbose=0), dtype=np.float32)
         anomaly = reconstruction_error(X, recon) / np.float32(ae_threshold)
-        scores = fuser.inplace_predict(fuser_inputs(prob, anomaly, X, raw_index))
+        scores = fused_probability(fuser, fuser_inputs(prob, anomaly, X, raw_index), margin_kind(fuser))
     else:
         scores = flow_model.inplace_predict(X)
     seconds = time.perf_counter() - t0

@@ -216,13 +216,13 @@ class FloatScorer:
 
     def score(self, W: np.ndarray, raw_index: list[int]) -> np.ndarray:
         """Fused float scores of scaled host windows ``(n, T, F)``."""
-        from edgebot.fusion import fuser_inputs, reconstruction_error
+        from edgebot.fusion import fused_probability, fuser_inputs, margin_kind, reconstruction_error
 
         last = W[:, -1, :]
         p = self.hybrid.predict(W, batch_size=2048, verbose=0).reshape(-1)
         err = reconstruction_error(last, self.ae.predict(last, batch_size=2048, verbose=0))
         Z = fuser_inputs(p, err / self.ae_threshold, last, raw_index)
-        return np.asarray(self.fuser.inplace_predict(Z), dtype=np.float64)
+        return np.asarray(fused_probability(self.fuser, Z, margin_kind(self.fuser)), dtype=np.float64)
 
 
 @dataclass

@@ -87,7 +87,7 @@ def measure_bundle(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int],
 
 def measure_fuser(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int], repeat: int) -> dict:
     """The fuser alone (:class:`edgebot.trees.TreeEnsemble` ``inplace_predict`` on its input matrix)."""
-    from edgebot.fusion import fuser_inputs
+    from edgebot.fusion import fused_probability, fuser_inputs
 
     out: dict = {"available": True, "note": "the fuser's trees in numpy (edgebot.trees, XGBoost's JSON model), "
                                             "1 thread", "batch": {}}
@@ -95,7 +95,7 @@ def measure_fuser(bundle: Any, windows: np.ndarray, batch_sizes: Sequence[int], 
     last = np.ascontiguousarray(windows[:, -1, :])
     for b in batch_sizes:
         Z = fuser_inputs(comps["hybrid"][:b], comps["anomaly"][:b], last[:b], bundle._raw_index)
-        out["batch"][str(b)] = call_stats(time_calls(partial(bundle._booster.inplace_predict, Z), repeat), b)
+        out["batch"][str(b)] = call_stats(time_calls(partial(fused_probability, bundle._booster, Z, bundle._margin), repeat), b)
     return out
 
 

@@ -68,6 +68,46 @@ def test_decisions_at_the_bundle_threshold_are_xgboosts(int8_bundle):
     assert np.array_equal(trees.inplace_predict(X) >= th, booster.inplace_predict(X) >= th)
 
 
+def test_trees_started_from_the_hybrid_score_as_xgboost(tmp_path):
+    """A fuser trained on the hybrid's logit (base_margin) scores the same in numpy and in xgboost."""
+    from edgebot.fusion import BASE_MARGIN_ATTR, HYBRID_LOGIT, base_margin, fused_probability, margin_kind
+
+    X = np.nan_to_num(_rows(3000, 7, seed=4))
+    y = ((X[:, 0] + X[:, 3] * 0.5) > 0.7).astype(np.float32)
+    dtrain = xgb.DMatrix(X, label=y, base_margin=base_margin(HYBRID_LOGIT, X))
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 4, "eta": 0.3, "seed": 0, "tree_method": "hist",
+                         "nthread": 1}, dtrain, num_boost_round=40)
+    booster.set_attr(**{BASE_MARGIN_ATTR: HYBRID_LOGIT})
+    path = tmp_path / "fuser.json"
+    booster.save_model(str(path))
+    trees = load_trees(path, 7)
+    assert margin_kind(trees) == HYBRID_LOGIT
+    rows = _rows(4000, 7, seed=6)
+    rows[:, 0] = np.nan_to_num(rows[:, 0])  # the hybrid's probability is never missing
+    rows[:50, 0] = [0.0, 1.0] * 25  # int8 outputs reach the ends: the logit is clipped, not infinite
+    ours = fused_probability(trees, rows, HYBRID_LOGIT)
+    theirs = fused_probability(xgb.Booster(model_file=str(path)), rows, HYBRID_LOGIT)
+    assert np.all(np.isfinite(ours)) and float(np.max(np.abs(ours - theirs))) <= 1.2e-7
+    # started from the hybrid, the fused score follows it where the trees have little to add
+    assert np.corrcoef(ours, rows[:, 0])[0, 1] > 0.5
+    # and the start matters: the same trees from base_score give other scores
+    assert float(np.max(np.abs(trees.inplace_predict(rows) - ours))) > 0.05
+
+
+def test_an_unknown_start_is_refused_in_one_line(tmp_path):
+    from edgebot.bundle import load_booster
+    from edgebot.fusion import BASE_MARGIN_ATTR
+
+    model = _model(tmp_path)
+    model["learner"]["attributes"] = {BASE_MARGIN_ATTR: "logit(something_newer)"}
+    path = tmp_path / "fuser.json"
+    path.write_text(json.dumps(model))
+    for load in (load_trees, load_booster):
+        with pytest.raises(BundleError) as err:
+            load(path, 7)
+        assert "something_newer" in str(err.value) and "\n" not in str(err.value)
+
+
 def _model(tmp_path: Path) -> dict:
     return json.loads(_trained(tmp_path, 2, 3, seed=0).read_text())
 

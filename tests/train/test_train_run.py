@@ -103,7 +103,8 @@ def test_saved_models_reproduce_the_fused_scores(quick_run):
     import xgboost as xgb
 
     from edgebot.features import FEATURE_NAMES
-    from edgebot.fusion import fuser_inputs, raw_feature_index, reconstruction_error
+    from edgebot.fusion import (BASE_MARGIN_ATTR, HYBRID_LOGIT, fuser_inputs, hybrid_logit, raw_feature_index,
+                                reconstruction_error)
 
     run, _, _ = quick_run
     spec = json.loads((run / "spec.json").read_text())
@@ -118,8 +119,12 @@ def test_saved_models_reproduce_the_fused_scores(quick_run):
     recon = keras.models.load_model(run / "autoencoder.keras").predict(last, verbose=0)
     anomaly = reconstruction_error(last, recon) / spec["ae_threshold"]
     inputs = fuser_inputs(prob, anomaly, last, raw_feature_index(FEATURE_NAMES, spec["fuser_raw_features"]))
-    fused = booster.predict(xgb.DMatrix(inputs))
+    # the trees add to the hybrid's logit, and the file says so (the gateway reads it there)
+    assert booster.attr(BASE_MARGIN_ATTR) == HYBRID_LOGIT
+    fused = booster.predict(xgb.DMatrix(inputs, base_margin=hybrid_logit(prob)))
     assert np.allclose(fused, expected, atol=1e-5)
+    # without that start the same trees give other scores: the attribute is not decoration
+    assert not np.allclose(booster.predict(xgb.DMatrix(inputs)), expected, atol=1e-3)
 
 
 def _png_size(path):
