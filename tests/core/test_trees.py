@@ -39,10 +39,15 @@ def _trained(tmp_path: Path, depth: int, trees: int, seed: int) -> Path:
 
 
 def _agree(path: Path, n_inputs: int, seed: int) -> tuple[float, float]:
+    from edgebot.fusion import fused_probability, margin_kind
+
     trees = load_trees(path, n_inputs)
     booster = xgb.Booster(model_file=str(path))
     X = _rows(4000, n_inputs, seed)
-    ours, theirs = trees.inplace_predict(X), booster.inplace_predict(X)
+    kind = margin_kind(trees)
+    if kind:
+        X[:, 0] = np.nan_to_num(X[:, 0])  # the hybrid's probability, never missing
+    ours, theirs = fused_probability(trees, X, kind), fused_probability(booster, X, kind)
     return float(np.max(np.abs(ours - theirs))), float(np.mean(ours == theirs))
 
 
