@@ -71,6 +71,10 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _diff(x: float) -> str:
+    return f"{round(x, 4) + 0.0:+.4f}"  # no "-0.0000"
+
+
 def write_markdown(rows: list[dict], path: Path, command: str) -> None:
     short = {"random_forest": "RF", "xgboost": "XGB", "cnn": "CNN", "lstm": "LSTM", "cnn_lstm": "CNN-LSTM",
              "autoencoder": "AE"}
@@ -107,7 +111,7 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
                 t = r["test_f1"]
                 cells = [data, config, str(seed), *(_fmt(t[n]) for n in short), _fmt(t["fused"]),
                          _fmt(old["test_f1"]["fused"]) if old else "-", short[r["best_single"]],
-                         f"{r['fused_minus_best']:+.4f}", f"{r['fused_minus_hybrid']:+.4f}",
+                         _diff(r["fused_minus_best"]), _diff(r["fused_minus_hybrid"]),
                          "yes" if r["fused_ge_best"] else "**no**"]
                 lines.append("| " + " | ".join(cells) + " |")
             if sel:
@@ -117,9 +121,9 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
                         if (data, config, r["seed"], "scratch") in keyed]
                 old_worst = min((o["fused_minus_best"] for o in olds), default=None)
                 summary.append(f"- {data}, {config}: fused >= best single on {ok} of {len(sel)} seeds, worst "
-                               f"fused - best {worst:+.4f}, fused - CNN-LSTM {min(r['fused_minus_hybrid'] for r in sel):+.4f}"
-                               f" to {max(r['fused_minus_hybrid'] for r in sel):+.4f}"
-                               + (f"; from scratch: worst fused - best {old_worst:+.4f}" if old_worst is not None else "")
+                               f"fused - best {_diff(worst)}, fused - CNN-LSTM {_diff(min(r['fused_minus_hybrid'] for r in sel))}"
+                               f" to {_diff(max(r['fused_minus_hybrid'] for r in sel))}"
+                               + (f"; from scratch: worst fused - best {_diff(old_worst)}" if old_worst is not None else "")
                                + ".")
     lines += ["", *summary]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -34,12 +34,15 @@ from edgebot.lean import blocked_training_stack, loaded_training_stack  # noqa: 
 
 log = logging.getLogger(__name__)
 
-def _config(bundle: str, pcap: Optional[str]) -> Any:
+def _config(bundle: str, pcap: Optional[str], state_dir: Optional[str] = None) -> Any:
     from edgebot.edge.config import load_config
 
     overrides = {"bundle": bundle, "gateway_id": "bench"}
     if pcap:
         overrides["source.pcap"] = pcap
+    if state_dir:  # the site profile in it is loaded (and kept) even for a file replay
+        overrides["state_dir"] = state_dir
+        overrides["site.persist"] = "yes"
     return load_config(None, overrides)
 
 
@@ -83,18 +86,20 @@ def mode_agent(args: argparse.Namespace) -> dict:
                 marks["t_first_score"] = time.time()
                 marks["rss_at_first_score_mb"] = current_rss_mb()
 
-    cfg = _config(args.bundle, args.pcap)
+    cfg = _config(args.bundle, args.pcap, args.state_dir)
     source = None if args.pcap else _SyntheticSource()
     agent = TimedAgent(cfg, sink=NullSink(), source=source)
     agent.init_bundle()
     t_bundle = time.time()
     agent.start()
+    site_devices = len(agent.site.devices) if agent.site is not None else 0
     summary = agent.run()
     if "t_first_score" not in marks:
         raise SystemExit("the agent scored nothing: is the pcap empty?")
     return {
         "t_main": T_MAIN, "t_imported": t_imported, "t_bundle_loaded": t_bundle, **marks,
         "peak_rss_mb": peak_rss_mb(), "flows": summary.flows, "packets": summary.packets,
+        "site_devices_at_start": site_devices,
         "workload": f"replay of {Path(args.pcap).name}" if args.pcap else "2,048 synthetic flows",
         "blocked_modules": blocked_training_stack(), "training_stack_loaded": loaded_training_stack(),
     }
@@ -150,6 +155,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sink", choices=("null", "jsonl"), default="null")
     parser.add_argument("--jsonl-path", default=os.devnull)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--state-dir", default=None, help="agent mode: state dir whose site profile is loaded")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from edgebot.errors import EdgebotError

@@ -223,3 +223,20 @@ def test_bench_with_tensorflow_compares_keras_and_float(int8_bundle, int8_run_di
     assert not result["pipeline"]["available"] and result["pipeline"]["packets_per_s"] is None
     text = format_bench(result)
     assert "Keras" in text and "int8" in text and "no pcap given" in text
+
+
+def test_site_bench_loads_the_profile_it_built(tmp_path):
+    """benchmarks/bench_site.py: the agent process really starts with the learned devices (edge extra only)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_site.py"
+    out_json, out_md = tmp_path / "site.json", tmp_path / "SITE.md"
+    proc = subprocess.run([sys.executable, str(script), "--devices", "40", "--runs", "1", "--json", str(out_json),
+                           "--md", str(out_md)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out_json.read_text())
+    assert res["profile"]["devices"] == 40 and res["profile"]["flows_learned"] > 0
+    loaded = {label: case["site_devices_at_start"] for label, case in res["cases"].items()}
+    assert loaded == {"no site profile": 0, "40-device site profile": 40}
+    for case in res["cases"].values():
+        run = case["runs"][0]
+        assert run["flows"] > 1000 and run["peak_rss_mb"] > 10 and not run["training_stack_loaded"]
+    assert "40-device site profile" in out_md.read_text()
