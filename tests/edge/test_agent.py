@@ -48,7 +48,8 @@ def test_mirai_replay_raises_an_incident_a_subscriber_receives(demo_bundle, mosq
     ids = {m["message_id"] for m in msgs}
     assert len(ids) == published  # every incident message arrived (duplicates allowed, none lost)
     new = [m for m in msgs if m["type"] == "new"]
-    assert [m["host"] for m in new] == ["192.168.1.195"]
+    # the infected host and no other (its incident may end in a quiet spell and open again)
+    assert new and {m["host"] for m in new} == {"192.168.1.195"}
     assert new[0]["gateway_id"] == GW and new[0]["model"]["id"]
     status = sub.wait_for(f"edgebot/{GW}/status", predicate=lambda ms: ms and ms[-1].text == "offline")
     assert status[-1].text == "offline"
