@@ -35,7 +35,7 @@ from edgebot.statefiles import staged_dir
 from edgebot.train.baselines import _rf_classifier
 from edgebot.train.fit import (
     TrainConfig,
-    _calibration_sample,  # noqa: F401  (used through _write_run_dir)
+    _calibration_sample,
     _check_out,
     _configure_tensorflow,
     _evaluate,
@@ -244,38 +244,75 @@ class ShardSet:
     def part_rows(self, entry: dict, data: dict, part: int) -> np.ndarray:
         return sh.select_rows(data, part, self.keep[entry["capture"]])
 
-    def load_part(self, part: int, max_rows: Optional[int] = None, seed: int = 0) -> PartArrays:
-        """One part in memory (every kept row, or at most ``max_rows`` spread over it)."""
-        pieces: list[tuple] = []
-        for entry in sh.shards_of(self.manifest, [part]):
-            data = sh.open_shard(self.root, entry, self.manifest)
-            idx = self.part_rows(entry, data, part)
-            if not len(idx):
-                continue
-            windows, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
-            pieces.append((windows, last, data["y"][idx], data["families"][idx], data["hosts"][idx],
-                           np.full(len(idx), entry["capture"], dtype=object), data["ts"][idx]))
-        if not pieces:
-            raise DataError(f"the {sh.PARTS[part]} part of the shard set is empty")
-        cols = [np.concatenate([p[i] for p in pieces]) for i in range(7)]
-        if max_rows and len(cols[2]) > max_rows:
-            pick = np.sort(np.random.default_rng(seed).choice(len(cols[2]), size=max_rows, replace=False))
-            cols = [c[pick] for c in cols]
-        return PartArrays(cols[0], cols[1], cols[2].astype(np.int8), cols[3].astype(object),
-                          cols[4].astype(object), cols[5], cols[6])
-
-    def train_counts(self) -> list[tuple[dict, int]]:
-        """(shard entry, kept training rows) for every shard with training rows."""
+    def part_counts(self, part: int) -> list[tuple[dict, int]]:
+        """(shard entry, kept rows of ``part``) for every shard holding any, in manifest order (no shard read)."""
         out = []
-        for entry in sh.shards_of(self.manifest, [0]):
+        for entry in sh.shards_of(self.manifest, [part]):
             lo, hi = entry["ranks"]
-            src = next(s for s in self.manifest["sources"] if s["capture"] == entry["capture"])
-            hi_train = min(hi, src["cuts"]["val_start"])
+            cuts = next(s for s in self.manifest["sources"] if s["capture"] == entry["capture"])["cuts"]
+            start = (0, cuts["val_start"], cuts["test_start"])[part]
+            end = (cuts["val_start"], cuts["test_start"], hi)[part]
+            lo, hi = max(lo, start), min(hi, end)
             keep = self.keep[entry["capture"]]
-            n = max(0, hi_train - lo) if keep is None else int(np.sum((keep >= lo) & (keep < hi_train)))
+            n = max(0, hi - lo) if keep is None else int(np.sum((keep >= lo) & (keep < hi)))
             if n:
                 out.append((entry, n))
         return out
+
+    def train_counts(self) -> list[tuple[dict, int]]:
+        """(shard entry, kept training rows) for every shard with training rows."""
+        return self.part_counts(0)
+
+    def pick_rows(self, part: int, max_rows: Optional[int], seed: int = 0) -> Optional[np.ndarray]:
+        """Sorted positions of at most ``max_rows`` rows of ``part`` (drawn with ``seed``), None for all.
+
+        Positions count the part's kept rows shard by shard in manifest order, as :meth:`load_rows` reads them.
+        """
+        n = sum(k for _, k in self.part_counts(part))
+        if not max_rows or n <= max_rows:
+            return None
+        return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+    def load_part(self, part: int, max_rows: Optional[int] = None, seed: int = 0) -> PartArrays:
+        """One part in memory (every kept row, or at most ``max_rows`` spread over it)."""
+        return self.load_rows(part, self.pick_rows(part, max_rows, seed))
+
+    def load_rows(self, part: int, rows: Optional[np.ndarray] = None, windows: bool = True) -> PartArrays:
+        """The rows at sorted positions ``rows`` of ``part`` (None: all), read shard by shard into one array each.
+
+        Windows are built for those rows only. ``windows=False`` leaves ``windows`` empty (``(0, ...)``): the
+        Random Forest needs only the last rows.
+
+        Raises
+        ------
+        DataError
+            The part is empty, or a shard holds another number of its rows than the manifest says.
+        """
+        counts = self.part_counts(part)
+        total = sum(k for _, k in counts)
+        if not total:
+            raise DataError(f"the {sh.PARTS[part]} part of the shard set is empty")
+        rows = np.arange(total) if rows is None else np.asarray(rows, dtype=np.int64)
+        cols: list[Any] = [None] * 7
+        offset, at = 0, 0
+        for entry, n in counts:
+            first, end = np.searchsorted(rows, (offset, offset + n))
+            local = rows[first:end] - offset
+            offset += n
+            if not len(local):
+                continue
+            data = sh.open_shard(self.root, entry, self.manifest)
+            idx = self.part_rows(entry, data, part)
+            if len(idx) != n:
+                raise DataError(f"shard {entry['file']} holds {len(idx)} {sh.PARTS[part]} rows, its manifest "
+                                f"entry {n}; prepare the data again")
+            idx = idx[local]
+            wins, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
+            piece = (wins if windows else wins[:0], last, data["y"][idx], data["families"][idx],
+                     data["hosts"][idx], np.full(len(idx), entry["capture"], dtype=object), data["ts"][idx])
+            _fill(cols, piece, at, len(rows))
+            at += len(idx)
+        return PartArrays(cols[0], cols[1], cols[2].astype(np.int8, copy=False), *cols[3:])
 
     def train_generator(self, benign_only: bool = False, autoencoder: bool = False):
         """Per-shard arrays of the training part for ``tf.data``: (windows, y), or (last, last) benign."""
@@ -291,6 +328,21 @@ class ShardSet:
                 yield last, last
             else:
                 yield windows, data["y"][idx].astype(np.float32)
+
+
+def _fill(cols: list, piece: tuple, at: int, n: int) -> None:
+    """Copy ``piece``'s columns into ``cols`` at row ``at``, allocating ``n`` rows a column on first use.
+
+    String columns are held as ``object`` (as in-memory training's part arrays); an empty ``windows`` column
+    (``windows=False``) stays empty.
+    """
+    for i, values in enumerate(piece):
+        if cols[i] is None:
+            rows = n if len(values) else 0
+            dtype = object if values.dtype.kind in "USO" else values.dtype
+            cols[i] = np.empty((rows,) + values.shape[1:], dtype=dtype)
+        if len(cols[i]):
+            cols[i][at:at + len(values)] = values
 
 
 def _train_flows(root: str, entry: dict, head: dict, scaler: dict, sequence: str,
@@ -481,7 +533,7 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
     t = time.monotonic()
     va = shards.load_part(1, max_eval_rows, seed)
     te = shards.load_part(2, max_eval_rows, seed)
-    tr = shards.load_part(0, max_eval_rows, seed)  # the Random Forest's rows and the calibration sample
+    tr, calib = _train_rows(shards, max_eval_rows, cfg.calib_windows, seed)
     t = state.lap("windows", t)
     worker_threads = client.nthreads()
     n_workers = len(worker_threads)
@@ -533,13 +585,27 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
                        + (f"; validation, test and the Random Forest's rows at most {max_eval_rows} each "
                           "(random, seeded)" if max_eval_rows else ""),
     }
-    _write_run_dir(run, state, table, shards.scaler, tr, te, metrics, window=window, seed=seed,
+    _write_run_dir(run, state, table, shards.scaler, calib, te, metrics, window=window, seed=seed,
                    fpr_budget=fpr_budget, cfg=cfg)
     state.lap("save", t)
     state.timings["total"] = round(time.monotonic() - started, 2)
     write_json(run / "timings.json", state.timings)
     _write_report(run, state, te, metrics, profile)
     return metrics
+
+
+def _train_rows(shards: ShardSet, max_rows: Optional[int], calib_windows: int,
+                seed: int) -> tuple[PartArrays, PartArrays]:
+    """The Random Forest's training rows (last rows only, no windows) and the int8 calibration sample.
+
+    The sample is the one ``fit._calibration_sample`` draws from those rows with ``seed``; only its windows
+    are built. ``fit._write_run_dir`` draws from it again and, as it holds at most ``calib_windows`` rows,
+    keeps all of them in order.
+    """
+    rows = shards.pick_rows(0, max_rows, seed)
+    tr = shards.load_rows(0, rows, windows=False)
+    chosen = _calibration_sample(np.arange(len(tr.y)), tr.y, calib_windows, np.random.default_rng(seed))
+    return tr, shards.load_rows(0, chosen if rows is None else rows[chosen])
 
 
 def _fit_fusers(state: _Trained, client, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, profile,
