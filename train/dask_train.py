@@ -53,6 +53,13 @@ log = logging.getLogger(__name__)
 
 #: Windows in the tf.data shuffle buffer.
 SHUFFLE_BUFFER = 20_000
+#: Rows a network scores in one batch (``models.predict``'s default), and rows handed to Keras at once.
+PREDICT_BATCH = 2048
+PREDICT_ROWS = 25 * PREDICT_BATCH
+#: Rows of each part held in memory at most (validation, test, the Random Forest's). Each 100,000 rows of a
+#: part hold about 175 MB (windows of 8 x 45 float32, last rows, hosts, families); at 500,000 the validation
+#: and test parts held 1.7 GB on the 100x synthetic set (benchmarks/SCALE.md).
+MAX_EVAL_ROWS = 200_000
 #: Seconds to wait for a scheduler to answer.
 CONNECT_TIMEOUT = 5
 
@@ -386,11 +393,35 @@ def _dataset(shards: ShardSet, shape: tuple, target_shape: tuple, batch: int, se
     return ds.unbatch().shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).batch(batch).prefetch(2)
 
 
+def _slices(x: np.ndarray, y: np.ndarray, batch: int = PREDICT_BATCH):
+    """Validation arrays as a ``tf.data`` dataset of batches sliced from them.
+
+    Given the arrays, Keras copies each whole into one tensor and keeps it with the model (measured at 100x:
+    the networks added 2.3 GB to the trainer); the slices are copied one batch at a time.
+    """
+    import tensorflow as tf
+
+    sig = (tf.TensorSpec((None, *x.shape[1:]), tf.float32), tf.TensorSpec((None, *y.shape[1:]), tf.float32))
+    return tf.data.Dataset.from_generator(lambda: ((x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)),
+                                          output_signature=sig)
+
+
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    """``models.predict`` over ``PREDICT_ROWS`` rows at a time (the same batches; no whole-array tensor)."""
+    from edgebot.train import models as nets
+
+    if len(x) <= PREDICT_ROWS:
+        return nets.predict(model, x, batch_size=PREDICT_BATCH)
+    return np.concatenate([nets.predict(model, x[i:i + PREDICT_ROWS], batch_size=PREDICT_BATCH)
+                           for i in range(0, len(x), PREDICT_ROWS)])
+
+
 def _fit_stream(model, dataset, x_val, y_val, cfg: TrainConfig) -> dict:
     import keras
 
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
-    history = model.fit(dataset, validation_data=(x_val, y_val), epochs=cfg.epochs, verbose=0, callbacks=[stop])
+    history = model.fit(dataset, validation_data=_slices(x_val, y_val), epochs=cfg.epochs, verbose=0,
+                        callbacks=[stop])
     out = {k: [float(v) for v in values] for k, values in history.history.items()}
     val_loss = out.get("val_loss", [])
     out["best_epoch"] = [int(np.argmin(val_loss)) + 1] if val_loss else [0]
@@ -411,15 +442,15 @@ def _fit_networks(state: _Trained, shards: ShardSet, va: PartArrays, te: PartArr
         ds = _dataset(shards, (steps, channels), (), cfg.batch_size, seed)
         state.histories[name] = _fit_stream(model, ds, va.windows, va.y.astype(np.float32), cfg)
         state.models[name] = model
-        state.val_scores[name], state.test_scores[name] = nets.predict(model, va.windows), nets.predict(model, te.windows)
+        state.val_scores[name], state.test_scores[name] = _predict(model, va.windows), _predict(model, te.windows)
         t = state.lap(name, t)
     F = va.last.shape[1]
     ae = nets.compile_autoencoder(nets.build_autoencoder(F), cfg.learning_rate)
     ds = _dataset(shards, (F,), (F,), cfg.batch_size, seed, benign_only=True, autoencoder=True)
     benign_va = va.last[va.y == 0]
     state.histories["autoencoder"] = _fit_stream(ae, ds, benign_va, benign_va, cfg)
-    val_err = reconstruction_error(va.last, nets.predict(ae, va.last))
-    test_err = reconstruction_error(te.last, nets.predict(ae, te.last))
+    val_err = reconstruction_error(va.last, _predict(ae, va.last))
+    test_err = reconstruction_error(te.last, _predict(ae, te.last))
     threshold = float(np.quantile(val_err[va.y == 0], cfg.ae_quantile))
     state.ae_threshold = threshold if threshold > 0 else float(np.finfo(np.float32).tiny)
     state.models["autoencoder"] = ae
@@ -463,7 +494,7 @@ class _ShardSplit:
 def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: int = 2, epochs: Optional[int] = None,
                  seed: int = 0, quick: bool = False, fpr_budget: float = 0.01, force: bool = False,
                  config: Optional[TrainConfig] = None, progress: bool = True,
-                 max_eval_rows: Optional[int] = 500_000) -> dict:
+                 max_eval_rows: Optional[int] = MAX_EVAL_ROWS) -> dict:
     """Train every model from a shard set and write a run dir (the contract of :func:`fit.train_run`).
 
     Parameters
