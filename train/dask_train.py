@@ -306,8 +306,8 @@ class ShardSet:
             first, end = np.searchsorted(rows, (offset, offset + n))
             local = rows[first:end] - offset
             offset += n
-            if not len(local):
-                continue
+            if not len(local) and cols[0] is not None:
+                continue  # (the first shard is read even so: it gives the columns their shapes)
             data = sh.open_shard(self.root, entry, self.manifest)
             idx = self.part_rows(entry, data, part)
             if len(idx) != n:
@@ -317,7 +317,7 @@ class ShardSet:
             wins, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
             piece = (wins if windows else wins[:0], last, data["y"][idx], data["families"][idx],
                      data["hosts"][idx], np.full(len(idx), entry["capture"], dtype=object), data["ts"][idx])
-            _fill(cols, piece, at, len(rows))
+            _fill(cols, piece, at, (len(rows) if windows else 0,) + (len(rows),) * 6)
             at += len(idx)
         return PartArrays(cols[0], cols[1], cols[2].astype(np.int8, copy=False), *cols[3:])
 
@@ -337,18 +337,17 @@ class ShardSet:
                 yield windows, data["y"][idx].astype(np.float32)
 
 
-def _fill(cols: list, piece: tuple, at: int, n: int) -> None:
-    """Copy ``piece``'s columns into ``cols`` at row ``at``, allocating ``n`` rows a column on first use.
+def _fill(cols: list, piece: tuple, at: int, sizes: tuple) -> None:
+    """Copy ``piece``'s columns into ``cols`` at row ``at``, allocating ``sizes[i]`` rows of column ``i`` first.
 
-    String columns are held as ``object`` (as in-memory training's part arrays); an empty ``windows`` column
+    String columns are held as ``object`` (as in-memory training's part arrays); a column of 0 rows
     (``windows=False``) stays empty.
     """
     for i, values in enumerate(piece):
         if cols[i] is None:
-            rows = n if len(values) else 0
             dtype = object if values.dtype.kind in "USO" else values.dtype
-            cols[i] = np.empty((rows,) + values.shape[1:], dtype=dtype)
-        if len(cols[i]):
+            cols[i] = np.empty((sizes[i],) + values.shape[1:], dtype=dtype)
+        if sizes[i]:
             cols[i][at:at + len(values)] = values
 
 

@@ -93,6 +93,8 @@ def test_load_part_builds_windows_for_the_picked_rows_only(shard_set, monkeypatc
     assert sub.hosts.dtype == object and np.array_equal(sub.hosts, full.hosts[pick])
     assert np.array_equal(shards.load_part(0, 300, seed=1).ts, sub.ts)  # the same seed, the same rows
     assert not np.array_equal(shards.load_part(0, 300, seed=2).ts, sub.ts)
+    none = shards.load_rows(0, np.zeros(0, dtype=np.int64))  # no rows: empty columns of the part's shapes
+    assert none.windows.shape == (0,) + full.windows.shape[1:] and none.hosts.dtype == object
 
 
 def test_train_rows_hold_no_windows_and_the_calibration_sample_of_training(shard_set):
