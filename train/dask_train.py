@@ -505,8 +505,9 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
     workers
         Worker processes of the ``LocalCluster``.
     max_eval_rows
-        Rows of each in-memory part at most (validation, test, the Random Forest's and the
-        calibration sample), drawn at random with ``seed``; None keeps all.
+        Rows of each in-memory part at most (validation, test and the Random Forest's, from which the
+        calibration sample is drawn), drawn at random with ``seed`` before their windows are built;
+        default ``MAX_EVAL_ROWS``; None keeps all.
 
     Other parameters as :func:`edgebot.train.fit.train_run`.
 
