@@ -9,7 +9,8 @@ The same models, thresholds, metrics and run dir as :func:`edgebot.train.fit.tra
 * the CNN, LSTM, CNN-LSTM and the autoencoder read the training shards through ``tf.data``
   (one shard in memory at a time, shuffled in a buffer of ``SHUFFLE_BUFFER`` windows);
 * validation and test parts, the Random Forest baseline and the int8 calibration sample are held
-  in memory. The stated subsampling: ``max_flows_per_capture`` (``--quick``: 6,000) keeps that many
+  in memory, at most ``max_eval_rows`` rows a part, drawn before their windows are built (the Random
+  Forest's without windows). The stated subsampling: ``max_flows_per_capture`` (``--quick``: 6,000) keeps that many
   flows of each capture evenly spaced in time for every model, as in-memory training does; their
   windows come from the full flow stream, and their part is the one ``prepare`` assigned.
 """
