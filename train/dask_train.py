@@ -9,7 +9,8 @@ The same models, thresholds, metrics and run dir as :func:`edgebot.train.fit.tra
 * the CNN, LSTM, CNN-LSTM and the autoencoder read the training shards through ``tf.data``
   (one shard in memory at a time, shuffled in a buffer of ``SHUFFLE_BUFFER`` windows);
 * validation and test parts, the Random Forest baseline and the int8 calibration sample are held
-  in memory. The stated subsampling: ``max_flows_per_capture`` (``--quick``: 6,000) keeps that many
+  in memory, at most ``max_eval_rows`` rows a part, drawn before their windows are built (the Random
+  Forest's without windows). The stated subsampling: ``max_flows_per_capture`` (``--quick``: 6,000) keeps that many
   flows of each capture evenly spaced in time for every model, as in-memory training does; their
   windows come from the full flow stream, and their part is the one ``prepare`` assigned.
 """
@@ -35,7 +36,7 @@ from edgebot.statefiles import staged_dir
 from edgebot.train.baselines import _rf_classifier
 from edgebot.train.fit import (
     TrainConfig,
-    _calibration_sample,  # noqa: F401  (used through _write_run_dir)
+    _calibration_sample,
     _check_out,
     _configure_tensorflow,
     _evaluate,
@@ -53,6 +54,13 @@ log = logging.getLogger(__name__)
 
 #: Windows in the tf.data shuffle buffer.
 SHUFFLE_BUFFER = 20_000
+#: Rows a network scores in one batch (``models.predict``'s default), and rows handed to Keras at once.
+PREDICT_BATCH = 2048
+PREDICT_ROWS = 25 * PREDICT_BATCH
+#: Rows of each part held in memory at most (validation, test, the Random Forest's). Each 100,000 rows of a
+#: part hold about 175 MB (windows of 8 x 45 float32, last rows, hosts, families); at 500,000 the validation
+#: and test parts held 1.7 GB on the 100x synthetic set (benchmarks/SCALE.md).
+MAX_EVAL_ROWS = 200_000
 #: Seconds to wait for a scheduler to answer.
 CONNECT_TIMEOUT = 5
 
@@ -244,38 +252,75 @@ class ShardSet:
     def part_rows(self, entry: dict, data: dict, part: int) -> np.ndarray:
         return sh.select_rows(data, part, self.keep[entry["capture"]])
 
-    def load_part(self, part: int, max_rows: Optional[int] = None, seed: int = 0) -> PartArrays:
-        """One part in memory (every kept row, or at most ``max_rows`` spread over it)."""
-        pieces: list[tuple] = []
-        for entry in sh.shards_of(self.manifest, [part]):
-            data = sh.open_shard(self.root, entry, self.manifest)
-            idx = self.part_rows(entry, data, part)
-            if not len(idx):
-                continue
-            windows, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
-            pieces.append((windows, last, data["y"][idx], data["families"][idx], data["hosts"][idx],
-                           np.full(len(idx), entry["capture"], dtype=object), data["ts"][idx]))
-        if not pieces:
-            raise DataError(f"the {sh.PARTS[part]} part of the shard set is empty")
-        cols = [np.concatenate([p[i] for p in pieces]) for i in range(7)]
-        if max_rows and len(cols[2]) > max_rows:
-            pick = np.sort(np.random.default_rng(seed).choice(len(cols[2]), size=max_rows, replace=False))
-            cols = [c[pick] for c in cols]
-        return PartArrays(cols[0], cols[1], cols[2].astype(np.int8), cols[3].astype(object),
-                          cols[4].astype(object), cols[5], cols[6])
-
-    def train_counts(self) -> list[tuple[dict, int]]:
-        """(shard entry, kept training rows) for every shard with training rows."""
+    def part_counts(self, part: int) -> list[tuple[dict, int]]:
+        """(shard entry, kept rows of ``part``) for every shard holding any, in manifest order (no shard read)."""
         out = []
-        for entry in sh.shards_of(self.manifest, [0]):
+        for entry in sh.shards_of(self.manifest, [part]):
             lo, hi = entry["ranks"]
-            src = next(s for s in self.manifest["sources"] if s["capture"] == entry["capture"])
-            hi_train = min(hi, src["cuts"]["val_start"])
+            cuts = next(s for s in self.manifest["sources"] if s["capture"] == entry["capture"])["cuts"]
+            start = (0, cuts["val_start"], cuts["test_start"])[part]
+            end = (cuts["val_start"], cuts["test_start"], hi)[part]
+            lo, hi = max(lo, start), min(hi, end)
             keep = self.keep[entry["capture"]]
-            n = max(0, hi_train - lo) if keep is None else int(np.sum((keep >= lo) & (keep < hi_train)))
+            n = max(0, hi - lo) if keep is None else int(np.sum((keep >= lo) & (keep < hi)))
             if n:
                 out.append((entry, n))
         return out
+
+    def train_counts(self) -> list[tuple[dict, int]]:
+        """(shard entry, kept training rows) for every shard with training rows."""
+        return self.part_counts(0)
+
+    def pick_rows(self, part: int, max_rows: Optional[int], seed: int = 0) -> Optional[np.ndarray]:
+        """Sorted positions of at most ``max_rows`` rows of ``part`` (drawn with ``seed``), None for all.
+
+        Positions count the part's kept rows shard by shard in manifest order, as :meth:`load_rows` reads them.
+        """
+        n = sum(k for _, k in self.part_counts(part))
+        if not max_rows or n <= max_rows:
+            return None
+        return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+    def load_part(self, part: int, max_rows: Optional[int] = None, seed: int = 0) -> PartArrays:
+        """One part in memory (every kept row, or at most ``max_rows`` spread over it)."""
+        return self.load_rows(part, self.pick_rows(part, max_rows, seed))
+
+    def load_rows(self, part: int, rows: Optional[np.ndarray] = None, windows: bool = True) -> PartArrays:
+        """The rows at sorted positions ``rows`` of ``part`` (None: all), read shard by shard into one array each.
+
+        Windows are built for those rows only. ``windows=False`` leaves ``windows`` empty (``(0, ...)``): the
+        Random Forest needs only the last rows.
+
+        Raises
+        ------
+        DataError
+            The part is empty, or a shard holds another number of its rows than the manifest says.
+        """
+        counts = self.part_counts(part)
+        total = sum(k for _, k in counts)
+        if not total:
+            raise DataError(f"the {sh.PARTS[part]} part of the shard set is empty")
+        rows = np.arange(total) if rows is None else np.asarray(rows, dtype=np.int64)
+        cols: list[Any] = [None] * 7
+        offset, at = 0, 0
+        for entry, n in counts:
+            first, end = np.searchsorted(rows, (offset, offset + n))
+            local = rows[first:end] - offset
+            offset += n
+            if not len(local) and cols[0] is not None:
+                continue  # (the first shard is read even so: it gives the columns their shapes)
+            data = sh.open_shard(self.root, entry, self.manifest)
+            idx = self.part_rows(entry, data, part)
+            if len(idx) != n:
+                raise DataError(f"shard {entry['file']} holds {len(idx)} {sh.PARTS[part]} rows, its manifest "
+                                f"entry {n}; prepare the data again")
+            idx = idx[local]
+            wins, last = sh.scaled_sequences(data, idx, self.scaler, self.sequence)
+            piece = (wins if windows else wins[:0], last, data["y"][idx], data["families"][idx],
+                     data["hosts"][idx], np.full(len(idx), entry["capture"], dtype=object), data["ts"][idx])
+            _fill(cols, piece, at, (len(rows) if windows else 0,) + (len(rows),) * 6)
+            at += len(idx)
+        return PartArrays(cols[0], cols[1], cols[2].astype(np.int8, copy=False), *cols[3:])
 
     def train_generator(self, benign_only: bool = False, autoencoder: bool = False):
         """Per-shard arrays of the training part for ``tf.data``: (windows, y), or (last, last) benign."""
@@ -291,6 +336,20 @@ class ShardSet:
                 yield last, last
             else:
                 yield windows, data["y"][idx].astype(np.float32)
+
+
+def _fill(cols: list, piece: tuple, at: int, sizes: tuple) -> None:
+    """Copy ``piece``'s columns into ``cols`` at row ``at``, allocating ``sizes[i]`` rows of column ``i`` first.
+
+    String columns are held as ``object`` (as in-memory training's part arrays); a column of 0 rows
+    (``windows=False``) stays empty.
+    """
+    for i, values in enumerate(piece):
+        if cols[i] is None:
+            dtype = object if values.dtype.kind in "USO" else values.dtype
+            cols[i] = np.empty((sizes[i],) + values.shape[1:], dtype=dtype)
+        if sizes[i]:
+            cols[i][at:at + len(values)] = values
 
 
 def _train_flows(root: str, entry: dict, head: dict, scaler: dict, sequence: str,
@@ -334,11 +393,35 @@ def _dataset(shards: ShardSet, shape: tuple, target_shape: tuple, batch: int, se
     return ds.unbatch().shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).batch(batch).prefetch(2)
 
 
+def _slices(x: np.ndarray, y: np.ndarray, batch: int = PREDICT_BATCH):
+    """Validation arrays as a ``tf.data`` dataset of batches sliced from them.
+
+    Given the arrays, Keras copies each whole into one tensor and keeps it with the model (measured at 100x:
+    the networks added 2.3 GB to the trainer); the slices are copied one batch at a time.
+    """
+    import tensorflow as tf
+
+    sig = (tf.TensorSpec((None, *x.shape[1:]), tf.float32), tf.TensorSpec((None, *y.shape[1:]), tf.float32))
+    return tf.data.Dataset.from_generator(lambda: ((x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)),
+                                          output_signature=sig)
+
+
+def _predict(model, x: np.ndarray) -> np.ndarray:
+    """``models.predict`` over ``PREDICT_ROWS`` rows at a time (the same batches; no whole-array tensor)."""
+    from edgebot.train import models as nets
+
+    if len(x) <= PREDICT_ROWS:
+        return nets.predict(model, x, batch_size=PREDICT_BATCH)
+    return np.concatenate([nets.predict(model, x[i:i + PREDICT_ROWS], batch_size=PREDICT_BATCH)
+                           for i in range(0, len(x), PREDICT_ROWS)])
+
+
 def _fit_stream(model, dataset, x_val, y_val, cfg: TrainConfig) -> dict:
     import keras
 
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
-    history = model.fit(dataset, validation_data=(x_val, y_val), epochs=cfg.epochs, verbose=0, callbacks=[stop])
+    history = model.fit(dataset, validation_data=_slices(x_val, y_val), epochs=cfg.epochs, verbose=0,
+                        callbacks=[stop])
     out = {k: [float(v) for v in values] for k, values in history.history.items()}
     val_loss = out.get("val_loss", [])
     out["best_epoch"] = [int(np.argmin(val_loss)) + 1] if val_loss else [0]
@@ -359,15 +442,15 @@ def _fit_networks(state: _Trained, shards: ShardSet, va: PartArrays, te: PartArr
         ds = _dataset(shards, (steps, channels), (), cfg.batch_size, seed)
         state.histories[name] = _fit_stream(model, ds, va.windows, va.y.astype(np.float32), cfg)
         state.models[name] = model
-        state.val_scores[name], state.test_scores[name] = nets.predict(model, va.windows), nets.predict(model, te.windows)
+        state.val_scores[name], state.test_scores[name] = _predict(model, va.windows), _predict(model, te.windows)
         t = state.lap(name, t)
     F = va.last.shape[1]
     ae = nets.compile_autoencoder(nets.build_autoencoder(F), cfg.learning_rate)
     ds = _dataset(shards, (F,), (F,), cfg.batch_size, seed, benign_only=True, autoencoder=True)
     benign_va = va.last[va.y == 0]
     state.histories["autoencoder"] = _fit_stream(ae, ds, benign_va, benign_va, cfg)
-    val_err = reconstruction_error(va.last, nets.predict(ae, va.last))
-    test_err = reconstruction_error(te.last, nets.predict(ae, te.last))
+    val_err = reconstruction_error(va.last, _predict(ae, va.last))
+    test_err = reconstruction_error(te.last, _predict(ae, te.last))
     threshold = float(np.quantile(val_err[va.y == 0], cfg.ae_quantile))
     state.ae_threshold = threshold if threshold > 0 else float(np.finfo(np.float32).tiny)
     state.models["autoencoder"] = ae
@@ -411,7 +494,7 @@ class _ShardSplit:
 def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: int = 2, epochs: Optional[int] = None,
                  seed: int = 0, quick: bool = False, fpr_budget: float = 0.01, force: bool = False,
                  config: Optional[TrainConfig] = None, progress: bool = True,
-                 max_eval_rows: Optional[int] = 500_000) -> dict:
+                 max_eval_rows: Optional[int] = MAX_EVAL_ROWS) -> dict:
     """Train every model from a shard set and write a run dir (the contract of :func:`fit.train_run`).
 
     Parameters
@@ -423,8 +506,9 @@ def train_shards(shard_dir, out, *, scheduler: Optional[str] = None, workers: in
     workers
         Worker processes of the ``LocalCluster``.
     max_eval_rows
-        Rows of each in-memory part at most (validation, test, the Random Forest's and the
-        calibration sample), drawn at random with ``seed``; None keeps all.
+        Rows of each in-memory part at most (validation, test and the Random Forest's, from which the
+        calibration sample is drawn), drawn at random with ``seed`` before their windows are built;
+        default ``MAX_EVAL_ROWS``; None keeps all.
 
     Other parameters as :func:`edgebot.train.fit.train_run`.
 
@@ -481,7 +565,7 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
     t = time.monotonic()
     va = shards.load_part(1, max_eval_rows, seed)
     te = shards.load_part(2, max_eval_rows, seed)
-    tr = shards.load_part(0, max_eval_rows, seed)  # the Random Forest's rows and the calibration sample
+    tr, calib = _train_rows(shards, max_eval_rows, cfg.calib_windows, seed)
     t = state.lap("windows", t)
     worker_threads = client.nthreads()
     n_workers = len(worker_threads)
@@ -533,13 +617,27 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
                        + (f"; validation, test and the Random Forest's rows at most {max_eval_rows} each "
                           "(random, seeded)" if max_eval_rows else ""),
     }
-    _write_run_dir(run, state, table, shards.scaler, tr, te, metrics, window=window, seed=seed,
+    _write_run_dir(run, state, table, shards.scaler, calib, te, metrics, window=window, seed=seed,
                    fpr_budget=fpr_budget, cfg=cfg)
     state.lap("save", t)
     state.timings["total"] = round(time.monotonic() - started, 2)
     write_json(run / "timings.json", state.timings)
     _write_report(run, state, te, metrics, profile)
     return metrics
+
+
+def _train_rows(shards: ShardSet, max_rows: Optional[int], calib_windows: int,
+                seed: int) -> tuple[PartArrays, PartArrays]:
+    """The Random Forest's training rows (last rows only, no windows) and the int8 calibration sample.
+
+    The sample is the one ``fit._calibration_sample`` draws from those rows with ``seed``; only its windows
+    are built. ``fit._write_run_dir`` draws from it again and, as it holds at most ``calib_windows`` rows,
+    keeps all of them in order.
+    """
+    rows = shards.pick_rows(0, max_rows, seed)
+    tr = shards.load_rows(0, rows, windows=False)
+    chosen = _calibration_sample(np.arange(len(tr.y)), tr.y, calib_windows, np.random.default_rng(seed))
+    return tr, shards.load_rows(0, chosen if rows is None else rows[chosen])
 
 
 def _fit_fusers(state: _Trained, client, va: PartArrays, te: PartArrays, cfg: TrainConfig, seed: int, profile,

@@ -69,6 +69,49 @@ def test_shards_hold_exactly_the_in_memory_windows_and_split(shard_set):
         assert np.array_equal(mem.hosts[a].astype(str), disk.hosts[b].astype(str))
 
 
+
+def test_load_part_builds_windows_for_the_picked_rows_only(shard_set, monkeypatch):
+    """A part over ``max_rows``: the seeded sample of the whole part, windows built for those rows alone."""
+    from edgebot.train import shards as sh
+    from edgebot.train.dask_train import ShardSet
+
+    shards = ShardSet.open(shard_set, None)
+    full = shards.load_part(0)
+    built: list[int] = []
+    real = sh.scaled_sequences
+
+    def counting(data, idx, scaler, sequence):
+        built.append(len(idx))
+        return real(data, idx, scaler, sequence)
+
+    monkeypatch.setattr(sh, "scaled_sequences", counting)
+    sub = shards.load_part(0, 300, seed=1)
+    assert sum(built) == len(sub.y) == 300 and len(built) >= 2  # several shards, 300 windows in all
+    pick = np.sort(np.random.default_rng(1).choice(len(full.y), size=300, replace=False))
+    for name in ("windows", "last", "y", "ts"):
+        assert np.array_equal(getattr(sub, name), getattr(full, name)[pick]), name
+    assert sub.hosts.dtype == object and np.array_equal(sub.hosts, full.hosts[pick])
+    assert np.array_equal(shards.load_part(0, 300, seed=1).ts, sub.ts)  # the same seed, the same rows
+    assert not np.array_equal(shards.load_part(0, 300, seed=2).ts, sub.ts)
+    none = shards.load_rows(0, np.zeros(0, dtype=np.int64))  # no rows: empty columns of the part's shapes
+    assert none.windows.shape == (0,) + full.windows.shape[1:] and none.hosts.dtype == object
+
+
+def test_train_rows_hold_no_windows_and_the_calibration_sample_of_training(shard_set):
+    """The Random Forest's rows come without windows; the calibration windows are fit's sample of them."""
+    from edgebot.train.dask_train import ShardSet, _train_rows
+    from edgebot.train.fit import _calibration_sample
+
+    shards = ShardSet.open(shard_set, None)
+    full = shards.load_part(0, 2000, seed=0)
+    rf, calib = _train_rows(shards, 2000, 500, seed=0)
+    assert rf.windows.shape[0] == 0 and len(rf.y) == 2000
+    assert np.array_equal(rf.last, full.last) and np.array_equal(rf.y, full.y)
+    expected = _calibration_sample(full.windows, full.y, 500, np.random.default_rng(0))
+    assert len(calib.y) == 500 and np.array_equal(calib.windows, expected)
+    # fit._write_run_dir draws from the sample again: at most 500 rows, it keeps them all, in order
+    assert np.array_equal(_calibration_sample(calib.windows, calib.y, 500, np.random.default_rng(0)), expected)
+
 def test_manifest_counts_and_source_hashes(shard_set):
     from edgebot.bundle import sha256_file
 
