@@ -267,10 +267,9 @@ def test_dask_training_matches_in_memory_training(shard_set, tmp_path_factory):
     mem = train_run([str(p) for p in DATA], base / "mem", seed=0, config=cfg, progress=False)
     # the flow-level XGBoost sees the same rows and parameters: its F1 agrees within the issue's 0.002
     assert abs(disk["models"]["xgboost"]["f1"] - mem["models"]["xgboost"]["f1"]) <= 0.002
-    # the networks see the same windows in another batch order (tf.data vs Keras' shuffle), and the fuser
-    # stacks on them: in-memory training alone moves the fused F1 by 0.0039 from seed 0 to seed 1 on this
-    # configuration (benchmarks/SCALE.md), so 0.002 is below the noise; 0.01 still catches a broken path
-    assert abs(disk["models"]["fused"]["f1"] - mem["models"]["fused"]["f1"]) <= 0.01
+    # the networks see the same windows in another batch order (tf.data vs Keras' shuffle); the fuser starts
+    # from the hybrid, so the fused F1 agrees as the issue asks (0.0003 apart at seed 0, benchmarks/SCALE.md)
+    assert abs(disk["models"]["fused"]["f1"] - mem["models"]["fused"]["f1"]) <= 0.002
     assert disk["split"]["sizes"] == mem["split"]["sizes"]
     for name in RUN_FILES:
         assert (base / "dask" / name).is_file(), name
