@@ -50,7 +50,7 @@ def build_profile(bundle_dir: Path, devices: int, state_dir: Path) -> dict:
     from edgebot.bundle import load_bundle
     from edgebot.evidence import EvidenceRule
     from edgebot.readers import read_flows
-    from edgebot.site import PROFILE_FILE, SiteProfile, SiteSettings
+    from edgebot.site import SiteProfile, SiteSettings
 
     bundle = load_bundle(bundle_dir)
     settings = SiteSettings()
@@ -80,7 +80,6 @@ def build_profile(bundle_dir: Path, devices: int, state_dir: Path) -> dict:
             flows += 1
             skipped += not normal
     path = profile.save(state_dir)
-    assert path.name == PROFILE_FILE
     return {"devices": len(profile.devices), "real_hosts": len(hosts), "flows_learned": flows,
             "flows_skipped_high_confidence": skipped, "profile_bytes": path.stat().st_size,
             "bundle": bundle.bundle_id}

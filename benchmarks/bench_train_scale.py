@@ -83,7 +83,7 @@ import json, sys, time
 import numpy as np
 
 def main():
-    from edgebot.train.dask_train import ShardSet, _dask_fit, _train_dask_arrays, _xgb_params, connect, warm, _close
+    from edgebot.train.dask_train import ShardSet, _dask_fit, train_dask_arrays, _xgb_params, connect, warm, _close
     from edgebot.train.fit import TrainConfig, _xgb_classifier
     cfg = TrainConfig.full()
     shards = ShardSet.open(sys.argv[1], None)
@@ -100,7 +100,7 @@ def main():
     client, cluster = connect(None, 2, 2)
     warm(client)
     startup = time.perf_counter() - t
-    dX, dy = _train_dask_arrays(shards)
+    dX, dy = train_dask_arrays(shards)
     params, rounds = _xgb_params(cfg.xgb_trees, cfg.xgb_max_depth, 0, 1)
     runs = []
     for _ in range(3):  # the first training of a fresh cluster also pays the workers' first XGBoost call

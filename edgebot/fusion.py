@@ -79,13 +79,17 @@ def hybrid_logit(hybrid_prob: np.ndarray) -> np.ndarray:
     return np.log(p / (1.0 - p)).astype(np.float32)
 
 
+def _known(kind: Optional[str]) -> Optional[str]:
+    if kind is not None and kind not in BASE_MARGINS:
+        raise ValueError(f"{BASE_MARGIN_ATTR} {kind!r} is not one this edgebot knows ({', '.join(BASE_MARGINS)})")
+    return kind
+
+
 def base_margin(kind: Optional[str], X: np.ndarray) -> Optional[np.ndarray]:
     """The margin the fuser's trees add to for its input matrix ``X``; None for XGBoost's base_score."""
-    if kind is None:
+    if _known(kind) is None:
         return None
-    if kind != HYBRID_LOGIT:
-        raise ValueError(f"unknown fuser base margin {kind!r} (known: {', '.join(BASE_MARGINS)})")
-    return hybrid_logit(np.asarray(X)[:, 0])
+    return hybrid_logit(np.asarray(X)[:, 0])  # HYBRID_LOGIT, the only one
 
 
 def margin_kind(booster: Any) -> Optional[str]:
@@ -96,10 +100,7 @@ def margin_kind(booster: Any) -> Optional[str]:
     ValueError
         A value this edgebot does not know (a newer fuser).
     """
-    kind = booster.attr(BASE_MARGIN_ATTR)
-    if kind is not None and kind not in BASE_MARGINS:
-        raise ValueError(f"{BASE_MARGIN_ATTR} {kind!r} is not one this edgebot knows ({', '.join(BASE_MARGINS)})")
-    return kind
+    return _known(booster.attr(BASE_MARGIN_ATTR))
 
 
 def fused_probability(booster: Any, X: np.ndarray, kind: Optional[str] = None) -> np.ndarray:

@@ -71,8 +71,8 @@ def _fit_baselines(state: _Trained, tr: PartArrays, va: PartArrays, te: PartArra
 class FromHybrid:
     """An XGBoost fuser whose trees add to the hybrid's logit (:data:`edgebot.fusion.HYBRID_LOGIT`).
 
-    Wraps an ``XGBClassifier`` (or the Dask trainer's booster model): ``fit`` and
-    ``predict_proba`` pass the logit of input column 0 (the hybrid's probability) as XGBoost's
+    Wraps an ``XGBClassifier`` (the Dask trainer's ``BoosterModel`` does the same with a margin of
+    its own): ``fit`` and ``predict_proba`` pass the logit of input column 0 (the hybrid's probability) as XGBoost's
     ``base_margin``, and the booster records it in :data:`edgebot.fusion.BASE_MARGIN_ATTR`, so
     the converter and the gateway score it the same way.
     """
