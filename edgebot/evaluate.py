@@ -186,7 +186,7 @@ def capture_incidents(bundle: Any, records: Sequence[Any], scores: np.ndarray, *
     """
     from dataclasses import replace
 
-    from edgebot.judge import FlowJudge, incident_outcomes, replay_flows
+    from edgebot.judge import FlowJudge, incident_outcomes, replay_records
     from edgebot.site import SiteProfile, SiteSettings
 
     site = None
@@ -197,9 +197,7 @@ def capture_incidents(bundle: Any, records: Sequence[Any], scores: np.ndarray, *
                             site=site)
     hosts = [r.orig_h for r in records]
     ends = [r.ts + (r.duration or 0.0) for r in records]
-    messages = replay_flows(judge, hosts, ends, np.asarray(scores, dtype=np.float64).tolist(),
-                            [r.resp_h for r in records], [r.resp_p for r in records], [r.proto for r in records],
-                            [r.conn_state for r in records])
+    messages = replay_records(judge, records, np.asarray(scores, dtype=np.float64).tolist())
     out = incident_outcomes(messages, hosts, ends, [r.label == MALICIOUS for r in records],
                             [r.is_labeled for r in records])
     kinds: dict[str, int] = defaultdict(int)

@@ -20,6 +20,21 @@ FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
 UNATTRIBUTABLE = frozenset({"0.0.0.0", "::", ""})
 
 
+def responder_only(history: str, orig_pkts: int) -> bool:
+    """True when the originating host sent nothing in the flow: only its peer's packets were seen.
+
+    Zeek's ``history`` has upper-case letters for the originator's packets and lower-case ones for
+    the responder's; a flow such as ``OTH`` with history ``h`` (an unasked SYN-ACK), ``a`` or ``d``
+    and no originator packet is traffic *to* the host (backscatter of someone spoofing its address,
+    the tail of a connection whose start was missed), not something the host did, so it is scored
+    but is never evidence against it. An empty history (a source without one) is never
+    responder-only. Measured (benchmarks/DETECTION.md): 35 of the 37 benign flows over the
+    threshold of the Stratosphere 010 Windows host were such flows, and none of the flagged
+    malicious flows of the infected hosts in the shared captures.
+    """
+    return orig_pkts == 0 and bool(history) and not any(c.isupper() for c in history)
+
+
 @dataclass(frozen=True)
 class EvidenceRule:
     """The rule that turns flagged flows into an incident; every bar in one place.

@@ -3,7 +3,8 @@
 :class:`FlowJudge` is the one call sequence that ``edgebot run``, ``edgebot eval --learn`` and the
 detection study share, so that what eval reports is what the gateway would do:
 
-1. a flow matching an operator's allow rule is suppressed (counted per rule, never evidence);
+1. a flow matching an operator's allow rule is suppressed (counted per rule, never evidence), and
+   so is a flow in which the host sent nothing (:func:`edgebot.evidence.responder_only`; counted);
 2. the host's threshold comes from the site profile (never below the bundle's) and tells
    whether the device is still learning;
 3. the evidence rule (:class:`edgebot.incidents.IncidentTracker`) turns flagged flows into
@@ -20,6 +21,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from edgebot.allow import AllowList
+from edgebot.evidence import responder_only
 from edgebot.incidents import FAILED_STATES, EvidenceRule, IncidentTracker
 from edgebot.site import SiteProfile
 
@@ -50,6 +52,7 @@ class FlowJudge:
             self.site.ceiling = min(self.site.ceiling, self.high_confidence_score)
         self.allow = allow
         self.suppressed_flows = 0
+        self.responder_only_flows = 0
 
     @classmethod
     def build(cls, gateway_id: str, model: dict, threshold: float, rule: Optional[EvidenceRule] = None, *,
@@ -60,11 +63,18 @@ class FlowJudge:
         return cls(tracker, site, allow)
 
     def observe(self, host: str, end: float, score: float, dest: str, port: int, proto: str, conn_state: str,
-                community_id: Any = None) -> list[dict]:
-        """One scored flow of ``host`` that ended at ``end``; returns messages to publish."""
+                community_id: Any = None, silent: bool = False) -> list[dict]:
+        """One scored flow of ``host`` that ended at ``end``; returns messages to publish.
+
+        ``silent``: the host sent nothing in the flow (:func:`edgebot.evidence.responder_only`); it
+        is counted and neither evidence nor learned.
+        """
         allow = self.allow
         if allow is not None and allow.rules and allow.match(host, dest, port) is not None:
             self.suppressed_flows += 1
+            return []
+        if silent:
+            self.responder_only_flows += 1
             return []
         tracker = self.tracker
         tracker.note(host, end)
@@ -132,6 +142,7 @@ class FlowJudge:
             "peers_dropped": counts.get("peers_dropped", 0),
             "suppressed_while_learning": counts.get("suppressed_while_learning", 0),
             "unattributable_flows": counts.get("unattributable_flows", 0),
+            "responder_only_flows": self.responder_only_flows,
         }
         if self.site is not None:
             learning = sum(1 for d in self.site.devices.values() if d.last_seen < d.learn_until)
@@ -142,11 +153,12 @@ class FlowJudge:
 
 def replay_flows(judge: FlowJudge, hosts: Sequence[str], ends: Sequence[float], scores: Sequence[float],
                  dests: Sequence[str], ports: Sequence[int], protos: Sequence[str], states: Sequence[str],
-                 *, close: bool = True) -> list[dict]:
+                 *, silent: Optional[Sequence[bool]] = None, close: bool = True) -> list[dict]:
     """Feed one capture's scored flows through ``judge`` in end-time order, as a gateway sees them end.
 
     The tracker is ticked with the flow clock after every flow, so incidents end after the quiet
     period exactly as on the gateway; with ``close`` the open ones end when the capture does.
+    ``silent``: per flow, the host sent nothing in it (see :meth:`FlowJudge.observe`).
     """
     import numpy as np
 
@@ -154,9 +166,11 @@ def replay_flows(judge: FlowJudge, hosts: Sequence[str], ends: Sequence[float], 
     messages: list[dict] = []
     tracker = judge.tracker
     clock = -float("inf")
+    quiet = silent if silent is not None else [False] * len(order)
     for i in order:
         end = float(ends[i])
-        messages.extend(judge.observe(hosts[i], end, float(scores[i]), dests[i], int(ports[i]), protos[i], states[i]))
+        messages.extend(judge.observe(hosts[i], end, float(scores[i]), dests[i], int(ports[i]), protos[i], states[i],
+                                      silent=bool(quiet[i])))
         if end > clock:
             clock = end
             if tracker.open_incidents:
@@ -165,6 +179,15 @@ def replay_flows(judge: FlowJudge, hosts: Sequence[str], ends: Sequence[float], 
     if close:
         messages.extend(tracker.close_all("source ended"))
     return messages
+
+
+def replay_records(judge: FlowJudge, records: Sequence[Any], scores: Sequence[float], *,
+                   close: bool = True) -> list[dict]:
+    """:func:`replay_flows` over flow records (:class:`edgebot.flow.FlowRecord`) and their scores."""
+    return replay_flows(judge, [r.orig_h for r in records], [r.ts + (r.duration or 0.0) for r in records],
+                        [float(x) for x in scores], [r.resp_h for r in records], [r.resp_p for r in records],
+                        [r.proto for r in records], [r.conn_state for r in records],
+                        silent=[responder_only(r.history, r.orig_pkts) for r in records], close=close)
 
 
 def incident_outcomes(messages: Sequence[dict], hosts: Sequence[str], ends: Sequence[float],

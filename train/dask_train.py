@@ -438,7 +438,7 @@ def _train_into(run: Path, shards: ShardSet, client, profile, *, window: int, se
 
     t = _fit_networks(state, shards, va, te, cfg, seed, t)
     t = _fit_fusers(state, client, va, te, cfg, seed, profile, n_workers, xgb_threads, t)
-    _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture)
+    _set_thresholds(state, va, fpr_budget, cfg.fpr_per_capture, cfg.threshold_in_gap)
     m = shards.manifest
     kept = {c: (len(k) if k is not None else None) for c, k in shards.keep.items()}
     sizes = {"train": {"flows": n_train, "benign": n_train - n_train_malicious, "malicious": n_train_malicious}}

@@ -102,14 +102,12 @@ def _count_false_incidents(flows: Sequence[Any], scores: np.ndarray, threshold: 
     dict
         ``{host: number of incidents opened}``, only hosts with at least one.
     """
-    from edgebot.judge import FlowJudge, replay_flows
+    from edgebot.judge import FlowJudge, replay_records
     from edgebot.site import SiteProfile, SiteSettings
 
     site = SiteProfile("fold", threshold, SiteSettings(learn_s=learn_s)) if learn_s > 0 else None
     judge = FlowJudge.build("leave-device-out", {"id": "fold", "version": ""}, threshold, site=site)
-    messages = replay_flows(judge, [f.orig_h for f in flows], [f.ts + (f.duration or 0.0) for f in flows],
-                            np.asarray(scores, dtype=np.float64).tolist(), [f.resp_h for f in flows],
-                            [f.resp_p for f in flows], [f.proto for f in flows], [f.conn_state for f in flows])
+    messages = replay_records(judge, flows, np.asarray(scores, dtype=np.float64).tolist())
     opened: dict[str, int] = defaultdict(int)
     for message in messages:
         if message["type"] == "new":

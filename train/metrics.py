@@ -7,7 +7,7 @@ means more malicious; a flow is flagged when ``score >= threshold``.
 from __future__ import annotations
 
 import logging
-
+import math
 from typing import Any, Optional
 
 import numpy as np
@@ -157,6 +157,43 @@ def threshold_for_fpr(benign_scores: np.ndarray, budget: float, groups: Optional
     if k >= s.size:
         return float(s[-1])
     return float(np.nextafter(s[k], np.inf))
+
+
+def threshold_in_gap(benign_scores: np.ndarray, malicious_scores: np.ndarray, budget: float,
+                     groups: Optional[np.ndarray] = None, group_cap: int = GROUP_WEIGHT_CAP) -> float:
+    """The budget's threshold (:func:`threshold_for_fpr`) moved to the middle of the gap above it.
+
+    The lowest threshold within the false-positive budget sits right on the edge of the benign
+    validation scores: a benign flow scored a little higher on another day or another device is
+    flagged, while every malicious validation flow it catches may score far above it. Between that
+    threshold ``lo`` and the lowest malicious validation score it catches ``hi`` every threshold
+    has the same validation recall and at most its FPR; this returns their midpoint, in logit space
+    when both are probabilities in ``(0, 1)`` (scores of these models spread in logits), else the
+    arithmetic one. ``lo`` when nothing caught lies above it.
+
+    Measured (benchmarks/FUSION.md): on the four IoT-23 captures, quick configuration, seed 1, the
+    fused model's ``lo`` was 0.0216 and flagged 30 benign test flows (4.5%) scored 0.024-0.60
+    while it caught every malicious one; its ROC AUC was 0.99999.
+
+    Parameters
+    ----------
+    benign_scores, malicious_scores
+        ``(n,)`` and ``(m,)`` validation scores (never test rows).
+    budget, groups, group_cap
+        as :func:`threshold_for_fpr`.
+    """
+    lo = threshold_for_fpr(benign_scores, budget, groups, group_cap)
+    mal = np.asarray(malicious_scores, dtype=np.float64).reshape(-1)
+    caught = mal[mal >= lo]
+    if caught.size == 0 or float(caught.min()) <= lo:
+        return lo
+    hi = float(caught.min())
+    if 0.0 < lo and hi < 1.0:
+        a, b = math.log(lo / (1.0 - lo)), math.log(hi / (1.0 - hi))
+        mid = 1.0 / (1.0 + math.exp(-(a + b) / 2.0))
+    else:
+        mid = (lo + hi) / 2.0
+    return float(min(max(mid, lo), hi))
 
 
 def binary_metrics(y_true: np.ndarray, score: np.ndarray, threshold: float) -> dict:

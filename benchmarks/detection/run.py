@@ -56,6 +56,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from edgebot import datasets  # noqa: E402
+from edgebot.evidence import responder_only  # noqa: E402
 from edgebot.jsonsafe import plain_or_str  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -241,6 +242,7 @@ class ScoredCapture:
     ports: list = field(default_factory=list)
     protos: list = field(default_factory=list)
     states: list = field(default_factory=list)
+    silent: list = field(default_factory=list)
 
 
 def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int) -> ScoredCapture:
@@ -266,7 +268,8 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
         malicious=np.array([r.label == MALICIOUS for r in flows], dtype=bool),
         families=np.array([(r.family or "") if r.label == MALICIOUS else "" for r in flows], dtype=object),
         int8=q, float=f, dests=[r.resp_h for r in flows], ports=[r.resp_p for r in flows],
-        protos=[r.proto for r in flows], states=[r.conn_state for r in flows])
+        protos=[r.proto for r in flows], states=[r.conn_state for r in flows],
+        silent=[responder_only(r.history, r.orig_pkts) for r in flows])
 
 
 def eval_mask(sc: ScoredCapture, in_training: bool) -> np.ndarray:
@@ -313,7 +316,8 @@ def false_incidents(sc: ScoredCapture, scores: np.ndarray, threshold: float, dev
     judge = FlowJudge.build("detection-study", {"id": "study", "version": ""}, threshold)
     pick = [sc.hosts[i] for i in idx]
     msgs = replay_flows(judge, pick, sc.end[idx].tolist(), scores[idx].tolist(), [sc.dests[i] for i in idx],
-                        [sc.ports[i] for i in idx], [sc.protos[i] for i in idx], [sc.states[i] for i in idx])
+                        [sc.ports[i] for i in idx], [sc.protos[i] for i in idx], [sc.states[i] for i in idx],
+                        silent=[sc.silent[i] for i in idx])
     new: dict[str, int] = {}
     for m in msgs:
         if m["type"] == "new":

@@ -3,7 +3,7 @@
 Everything here replays flows through the gateway's own path and rule: the int8 bundle
 (featurize, bundle scaler, per-host windows in start-time order, ``Bundle.score``), then
 :class:`edgebot.judge.FlowJudge` (allow rules, site profile, evidence rule) in end-time order with
-:func:`edgebot.judge.replay_flows`, compared with the labels by
+:func:`edgebot.judge.replay_records`, compared with the labels by
 :func:`edgebot.judge.incident_outcomes` (through :func:`edgebot.evaluate.capture_incidents`, the
 function ``edgebot eval --learn`` uses). Site learning is the agent's default
 (:class:`edgebot.site.SiteSettings`: the first 6 h of each capture, 1 h for a device first seen later).
@@ -124,11 +124,11 @@ def incidents(bundle: Any, records: Sequence[Any], scores: np.ndarray, learn: bo
 
     The same calls as :func:`edgebot.evaluate.capture_incidents` (``edgebot eval --learn``):
     a fresh :class:`edgebot.site.SiteProfile`, :class:`edgebot.judge.FlowJudge`,
-    :func:`edgebot.judge.replay_flows`, :func:`edgebot.judge.incident_outcomes`; plus ``openings``
+    :func:`edgebot.judge.replay_records`, :func:`edgebot.judge.incident_outcomes`; plus ``openings``
     (``{host: [opening times of its incidents]}``) to split false incidents at the end of learning.
     """
     from edgebot.flow import MALICIOUS
-    from edgebot.judge import FlowJudge, incident_outcomes, replay_flows
+    from edgebot.judge import FlowJudge, incident_outcomes, replay_records
     from edgebot.site import SiteProfile
 
     settings = learn_settings()
@@ -137,9 +137,7 @@ def incidents(bundle: Any, records: Sequence[Any], scores: np.ndarray, learn: bo
                             site=site)
     hosts = [r.orig_h for r in records]
     ends = [r.ts + (r.duration or 0.0) for r in records]
-    messages = replay_flows(judge, hosts, ends, np.asarray(scores, dtype=np.float64).tolist(),
-                            [r.resp_h for r in records], [r.resp_p for r in records], [r.proto for r in records],
-                            [r.conn_state for r in records])
+    messages = replay_records(judge, records, np.asarray(scores, dtype=np.float64).tolist())
     out = incident_outcomes(messages, hosts, ends, [r.label == MALICIOUS for r in records],
                             [r.is_labeled for r in records])
     openings: dict[str, list[float]] = {}

@@ -18,6 +18,7 @@ from edgebot.train.metrics import (
     roc_auc,
     roc_curve,
     threshold_for_fpr,
+    threshold_in_gap,
 )
 
 
@@ -110,6 +111,28 @@ def test_agrees_with_scikit_learn(rows, budget):
     lower = np.unique(benign[benign < thr])
     if lower.size:
         assert np.mean(benign >= lower.max()) > budget
+    # the threshold in the gap flags the same malicious rows and no more benign ones
+    gap = threshold_in_gap(benign, s[y == 1], budget)
+    assert gap >= thr and np.array_equal(s[y == 1] >= gap, s[y == 1] >= thr)
+    assert np.mean(benign >= gap) <= np.mean(benign >= thr)
+
+
+def test_threshold_in_gap_keeps_validation_recall_and_leaves_the_benign_edge():
+    benign = np.r_[np.linspace(0.001, 0.02, 99), 0.5]  # one benign outlier, within a 1% budget
+    malicious = np.r_[0.9, np.linspace(0.95, 0.999, 50)]
+    lo = threshold_for_fpr(benign, 0.01)
+    t = threshold_in_gap(benign, malicious, 0.01)
+    assert lo < 0.021 and lo < t < 0.9
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    assert logit(t) == pytest.approx((logit(lo) + logit(0.9)) / 2)  # the middle of the gap, in logits
+    assert np.mean(malicious >= t) == np.mean(malicious >= lo) == 1.0  # validation recall kept
+    assert np.mean(benign >= t) <= np.mean(benign >= lo)
+    # a malicious score right at the edge leaves no gap; nothing caught leaves the budget's threshold
+    assert threshold_in_gap(benign, np.r_[lo, 0.99], 0.01) == lo
+    assert threshold_in_gap(benign, np.array([0.0001]), 0.01) == lo
+    # scores outside (0, 1) take the arithmetic middle
+    t = threshold_in_gap(np.arange(100.0), np.array([200.0, 300.0]), 0.01)
+    assert t == pytest.approx((threshold_for_fpr(np.arange(100.0), 0.01) + 200.0) / 2)
 
 
 def test_threshold_per_group_caps_what_a_large_capture_weighs():
