@@ -149,3 +149,29 @@ def test_threshold_per_group_caps_what_a_large_capture_weighs():
     assert pooled < 0.2  # pooled, the big capture's 10,000 flows let the small device's flows all pass
     # weighted (the big capture counts as 100 flows), the budget of 1.4 flows spends one of the small device's 40
     assert 0.9 < weighted <= 0.95 and np.sum(scores[groups == "small"] >= weighted) == 1
+
+
+def test_the_trainer_places_every_threshold_by_its_option():
+    """``TrainConfig.threshold_in_gap`` reaches every model's threshold; the autoencoder keeps its own."""
+    from edgebot.train.data import PartArrays
+    from edgebot.train.fit import MODEL_NAMES, TrainConfig, _set_thresholds, _Trained
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(200, dtype=np.int8), np.ones(100, dtype=np.int8)]
+    n = len(y)
+    va = PartArrays(np.zeros((n, 2, 1), np.float32), np.zeros((n, 1), np.float32), y, np.array([""] * n),
+                    np.array(["h"] * n), np.array(["a"] * 150 + ["b"] * 150), np.arange(n, dtype=np.float64))
+    state = _Trained(ae_threshold=0.123)
+    for name in MODEL_NAMES:  # benign low, malicious high: a wide gap
+        state.val_scores[name] = np.r_[rng.uniform(0.0, 0.05, 200), rng.uniform(0.9, 1.0, 100)].astype(np.float32)
+    assert TrainConfig().threshold_in_gap is False  # measured mixed (benchmarks/FUSION.md): off by default
+    _set_thresholds(state, va, 0.01, per_capture=True, in_gap=False)
+    edge = dict(state.thresholds)
+    _set_thresholds(state, va, 0.01, per_capture=True, in_gap=True)
+    for name in MODEL_NAMES:
+        if name == "autoencoder":
+            assert state.thresholds[name] == edge[name] == 0.123
+            continue
+        assert edge[name] < 0.05 < state.thresholds[name] < 0.9  # from the benign edge into the gap
+        scores = state.val_scores[name]
+        assert np.all(scores[y == 1] >= state.thresholds[name])
