@@ -28,9 +28,10 @@ def responder_only(history: str, orig_pkts: int) -> bool:
     and no originator packet is traffic *to* the host (backscatter of someone spoofing its address,
     the tail of a connection whose start was missed), not something the host did, so it is scored
     but is never evidence against it. An empty history (a source without one) is never
-    responder-only. Measured (benchmarks/DETECTION.md): 35 of the 37 benign flows over the
-    threshold of the Stratosphere 010 Windows host were such flows, and none of the flagged
-    malicious flows of the infected hosts in the shared captures.
+    responder-only. Measured with the shipped bundle (benchmarks/detection/findings.md): all 21
+    confident flows and 35 of the 37 flows over the threshold (labeled benign or background) of
+    the Stratosphere 010 Windows host were such flows, and none of the flagged malicious flows of
+    the infected hosts in the shared captures.
     """
     return orig_pkts == 0 and bool(history) and not any(c.isupper() for c in history)
 
