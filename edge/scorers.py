@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any, Optional, Protocol
 
-from edgebot.evidence import responder_only
+from edgebot.evidence import oneway_rate, responder_only
 from edgebot.features import featurize
 from edgebot.flow import FlowRecord
 from edgebot.windows import HostWindows
@@ -77,7 +77,8 @@ class HostWindowScorer:
         messages: list[dict] = []
         for flow, score, end in zip(flows, scores.tolist(), ends):
             messages.extend(observe(flow.orig_h, end, score, flow.resp_h, flow.resp_p, flow.proto, flow.conn_state,
-                                    _CommunityId(flow), responder_only(flow.history, flow.orig_pkts)))
+                                    _CommunityId(flow), responder_only(flow.history, flow.orig_pkts),
+                                    oneway_rate(flow.orig_pkts, flow.resp_pkts, flow.duration, flow.resp_h)))
         messages.extend(self.judge.tracker.tick(self.flow_clock))
         return messages
 

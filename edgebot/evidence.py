@@ -1,6 +1,6 @@
 """The evidence an incident is built from: the rule's settings and each host's accumulated evidence.
 
-:class:`EvidenceRule` holds the bars of the five rules (confident, scan, flood, retry, beacon; see
+:class:`EvidenceRule` holds the bars of the six rules (confident, scan, flood, retry, beacon, oneway; see
 :mod:`edgebot.incidents`, which opens incidents from them); :class:`HostEvidence` is one host's
 evidence over the rule's window (decayed score mass, per-peer confident flows, retry buckets,
 beacon gaps, distinct destinations and ports), bounded by the rule's caps.
@@ -8,12 +8,13 @@ beacon gaps, distinct destinations and ports), bounded by the rule's caps.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 SEVERITIES = ("low", "medium", "high", "critical")
-RULES = ("confident", "scan", "flood", "retry", "beacon")
+RULES = ("confident", "scan", "flood", "retry", "beacon", "oneway")
 #: Zeek connection states of a failed attempt (no answer, refused, half-open).
 FAILED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "OTH"})
 #: Source addresses that name no host (DHCP discover, IPv6 duplicate address detection): scored, never an incident.
@@ -34,6 +35,29 @@ def responder_only(history: str, orig_pkts: int) -> bool:
     the infected hosts in the shared captures.
     """
     return orig_pkts == 0 and bool(history) and not any(c.isupper() for c in history)
+
+
+#: A flow's packet rate means something only over this long (seconds): shorter flows are bursts.
+ONEWAY_MIN_S = 10.0
+
+
+def oneway_rate(orig_pkts: int, resp_pkts: int, duration: float, dest: str) -> float:
+    """Packets per second the host sent in a flow its peer never answered, to a global address; else 0.
+
+    The ``oneway`` rule's measure: a flood from the host (UDP, ICMP, spoofed-ACK) is one long flow
+    of packets nobody answers. Flows shorter than :data:`ONEWAY_MIN_S`, answered ones and those to
+    private, link-local or multicast addresses (a LAN camera's stream to its recorder, mDNS,
+    SSDP) measure 0.
+    """
+    if resp_pkts or orig_pkts <= 0 or not duration or duration < ONEWAY_MIN_S:
+        return 0.0
+    try:
+        addr = ipaddress.ip_address(dest)
+    except ValueError:
+        return 0.0
+    if not addr.is_global or addr.is_multicast:  # Python counts most multicast ranges as global
+        return 0.0
+    return orig_pkts / duration
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,9 @@ class EvidenceRule:
     beacon_flows, beacon_jitter, beacon_min_excess
         Flagged flows to one peer, the largest coefficient of variation of their gaps, and the
         smallest mean excess (share of the way from threshold to 1) of a beacon's flows.
+    oneway_pps
+        Packets per second of one unanswered flow to a global address (:func:`oneway_rate`), whatever
+        its score: a flood from the host.
     high_confidence
         Strength that opens an incident while the site profile is learning; evidence this strong
         is never learned as normal.
@@ -92,6 +119,7 @@ class EvidenceRule:
     beacon_flows: int = 8
     beacon_jitter: float = 0.15
     beacon_min_excess: float = 0.5
+    oneway_pps: float = 100.0
     high_confidence: float = 3.0
     max_pending_hosts: int = 2048
     max_open_incidents: int = 1_000
@@ -148,7 +176,7 @@ class HostEvidence:
     """
 
     __slots__ = ("first", "last", "confident", "peers", "bucket", "bucket_ts", "mass", "mass_ts", "flagged",
-                 "max_score", "last_strength", "conf_seen", "seen_ts", "retry", "retry_ts")
+                 "max_score", "last_strength", "conf_seen", "seen_ts", "retry", "retry_ts", "oneway", "oneway_ts")
 
     def __init__(self, rule: EvidenceRule, ts: float) -> None:
         self.first = ts
@@ -166,6 +194,8 @@ class HostEvidence:
         self.seen_ts = ts
         self.retry = 0.0  # level of the fullest per-peer retry bucket (leaks at retry_rate)
         self.retry_ts = ts
+        self.oneway = 0.0  # the fastest unanswered flow's packets per second within the window
+        self.oneway_ts = ts
 
     def note_confident(self, rule: EvidenceRule, ts: float) -> None:
         dt = ts - self.seen_ts
@@ -178,6 +208,12 @@ class HostEvidence:
         """The level of the host's fullest per-peer retry bucket at ``ts`` (see :meth:`IncidentTracker.observe`)."""
         self.retry = level
         self.retry_ts = ts
+
+    def note_oneway(self, rule: EvidenceRule, ts: float, pps: float) -> None:
+        """One unanswered flow of ``pps`` packets per second that ended at ``ts`` (see :func:`oneway_rate`)."""
+        if pps >= self.oneway or ts - self.oneway_ts > rule.window_s:
+            self.oneway = pps
+            self.oneway_ts = ts
 
     def add(self, rule: EvidenceRule, ts: float, score: float, excess: float, confident: bool, dest: str,
             port: int, failed: bool) -> None:
@@ -261,6 +297,7 @@ class HostEvidence:
         failed_ok = flows > 0 and failed / flows >= rule.scan_failed_share
         bucket = max(0.0, self.bucket - max(0.0, now - self.bucket_ts) * rule.flood_rate)
         retry = max(0.0, self.retry - max(0.0, now - self.retry_ts) * rule.retry_rate)
+        oneway = self.oneway if now - self.oneway_ts <= rule.window_s else 0.0
         conf_now = self.conf_seen * math.exp(-max(0.0, now - self.seen_ts) / rule.window_s)
         share = conf_now / activity if activity > 0 else 1.0
         return {
@@ -271,6 +308,8 @@ class HostEvidence:
             "flood": bucket / rule.flood_burst,
             "retry": retry / rule.retry_burst,
             "beacon": beacon / rule.beacon_flows,
+            "oneway": oneway / rule.oneway_pps,
+            "oneway_pps": oneway,
             "flows": float(flows),
             "destinations": float(destinations),
             "ports": float(ports),
@@ -281,5 +320,5 @@ class HostEvidence:
         """The strongest rule's measure over its bar, and every measure."""
         m = self.measures(rule, now, activity)
         strengths = {"confident": m["confident"] / rule.confident_flows, "scan": m["scan"], "flood": m["flood"],
-                     "retry": m["retry"], "beacon": m["beacon"]}
+                     "retry": m["retry"], "beacon": m["beacon"], "oneway": m["oneway"]}
         return max(strengths.values()), {**m, **{f"{k}_strength": v for k, v in strengths.items()}}

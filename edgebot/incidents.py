@@ -24,6 +24,11 @@ of flow time; an incident opens when one of the rules of :class:`EvidenceRule` f
 ``beacon``
     ``beacon_flows`` flagged flows to one peer at regular intervals (coefficient of variation of
     the gaps at most ``beacon_jitter``), well above the threshold.
+``oneway``
+    one flow to a global address that its peer never answered, sustaining ``oneway_pps`` packets
+    per second for at least :data:`edgebot.evidence.ONEWAY_MIN_S` (a UDP or ICMP flood from the
+    host), whatever its score. The bar sits far from both sides of the bundled data (see
+    docs/trust.md): the fastest unanswered benign flow reaches 7.6 packets/s, the slowest flood 764.
 
 Each rule's measure divided by its bar is its *strength*; an incident opens at strength 1, or,
 while the site is still learning, only at ``high_confidence`` (high-confidence evidence). The
@@ -228,7 +233,7 @@ class IncidentTracker:
     # ------------------------------------------------------------------------------ input
     def observe(self, host: str, ts: float, score: float, peer: str = "", community_id: CommunityId = None, *,
                 dest: str = "", port: int = 0, conn_state: str = "", threshold: Optional[float] = None,
-                learning: Optional[bool] = None, note: bool = True) -> list[dict]:
+                learning: Optional[bool] = None, note: bool = True, oneway: float = 0.0) -> list[dict]:
         """Record one scored flow of ``host`` that ended at ``ts``; returns messages to publish.
 
         Parameters
@@ -250,6 +255,8 @@ class IncidentTracker:
             The host's threshold and learning state when the caller already has them.
         note
             Count the flow in the host's activity (False when the caller already did, see :meth:`note`).
+        oneway
+            The flow's unanswered packet rate (:func:`edgebot.evidence.oneway_rate`; the oneway rule).
         """
         if host in UNATTRIBUTABLE:
             self.events["unattributable_flows"] += 1
@@ -264,7 +271,8 @@ class IncidentTracker:
             inc = None
         failed = conn_state in FAILED_STATES
         retry = self.retry_level(host, dest or peer.rsplit(":", 1)[0], port, ts) if failed else 0.0
-        if score < th and retry < self.rule.retry_burst:
+        flood = oneway >= self.rule.oneway_pps
+        if score < th and retry < self.rule.retry_burst and not flood:
             if inc is not None:
                 inc.flows += 1
                 inc.last_seen = max(inc.last_seen, ts)
@@ -278,17 +286,17 @@ class IncidentTracker:
         if confident and self.site is not None and dest and self.site.is_usual_peer(host, f"{dest}:{port}", ts):
             confident = False  # a peer the device talks to as usual: a borderline flow, not a confident one
             self.events["usual_peer_flows"] += 1
-        if score < th:  # a retry storm: evidence whatever the score, never confident
+        if score < th:  # a retry storm or a one-way flood: evidence whatever the score, never confident
             excess, confident = 0.0, False
         if inc is not None:
             self._add(inc, ts, score, peer, community_id)
             return self._maybe_update(inc, ts)
         return ended + self._pending_flow(host, ts, score, th, excess, confident, dest, port, failed, retry, peer,
-                                          community_id, learning)
+                                          community_id, learning, oneway if flood else 0.0)
 
     def _pending_flow(self, host: str, ts: float, score: float, th: float, excess: float, confident: bool,
                       dest: str, port: int, failed: bool, retry: float, peer: str, community_id: CommunityId,
-                      learning: Optional[bool]) -> list[dict]:
+                      learning: Optional[bool], oneway: float = 0.0) -> list[dict]:
         """A flagged flow (or a retry) of a host without an open incident: evidence, maybe an incident."""
         rule = self.rule
         ev = self._pending.get(host)
@@ -301,6 +309,8 @@ class IncidentTracker:
         else:
             self._pending.move_to_end(host)
         ev.add(rule, ts, float(score), excess, confident, dest, port, failed)
+        if oneway:
+            ev.note_oneway(rule, ts, oneway)
         if retry > ev.retry - max(0.0, ts - ev.retry_ts) * rule.retry_rate:
             ev.note_retry(ts, retry)
         strength, measures = ev.strength(rule, ts, self.activity(host, ts))

@@ -21,7 +21,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from edgebot.allow import AllowList
-from edgebot.evidence import responder_only
+from edgebot.evidence import oneway_rate, responder_only
 from edgebot.incidents import FAILED_STATES, EvidenceRule, IncidentTracker
 from edgebot.site import SiteProfile
 
@@ -63,11 +63,12 @@ class FlowJudge:
         return cls(tracker, site, allow)
 
     def observe(self, host: str, end: float, score: float, dest: str, port: int, proto: str, conn_state: str,
-                community_id: Any = None, silent: bool = False) -> list[dict]:
+                community_id: Any = None, silent: bool = False, oneway: float = 0.0) -> list[dict]:
         """One scored flow of ``host`` that ended at ``end``; returns messages to publish.
 
         ``silent``: the host sent nothing in the flow (:func:`edgebot.evidence.responder_only`); it
-        is counted and neither evidence nor learned.
+        is counted and neither evidence nor learned. ``oneway``: its unanswered packet rate
+        (:func:`edgebot.evidence.oneway_rate`), evidence whatever the score from the rule's bar on.
         """
         allow = self.allow
         if allow is not None and allow.rules and allow.match(host, dest, port) is not None:
@@ -79,21 +80,24 @@ class FlowJudge:
         tracker = self.tracker
         tracker.note(host, end)
         site = self.site
+        flood = oneway >= tracker.rule.oneway_pps
         if site is None:
-            if score < tracker.threshold and host not in tracker.open_hosts and conn_state not in FAILED_STATES:
+            if (score < tracker.threshold and host not in tracker.open_hosts and conn_state not in FAILED_STATES
+                    and not flood):
                 return []  # the hot path: a quiet host's unflagged, answered flow changes nothing more
             return tracker.observe(host, end, score, f"{dest}:{port}/{proto}", community_id, dest=dest, port=port,
-                                   conn_state=conn_state, note=False)
+                                   conn_state=conn_state, note=False, oneway=oneway)
         dev = site.device(host, end)
         learning = end < dev.learn_until
         threshold = site.device_threshold(dev, end)
-        if score >= threshold or host in tracker.open_hosts or conn_state in FAILED_STATES:
+        if score >= threshold or host in tracker.open_hosts or conn_state in FAILED_STATES or flood:
             msgs = tracker.observe(host, end, score, f"{dest}:{port}/{proto}", community_id, dest=dest, port=port,
-                                   conn_state=conn_state, threshold=threshold, learning=learning, note=False)
+                                   conn_state=conn_state, threshold=threshold, learning=learning, note=False,
+                                   oneway=oneway)
         else:
             msgs = []
         if learning:
-            normal = (score < self.high_confidence_score and host not in tracker.open_hosts
+            normal = (score < self.high_confidence_score and host not in tracker.open_hosts and not flood
                       and tracker.evidence_strength(host, end) < 1.0)
             site.learn_into(dev, end, score, dest, port, proto, normal=normal)
         return msgs
@@ -153,12 +157,14 @@ class FlowJudge:
 
 def replay_flows(judge: FlowJudge, hosts: Sequence[str], ends: Sequence[float], scores: Sequence[float],
                  dests: Sequence[str], ports: Sequence[int], protos: Sequence[str], states: Sequence[str],
-                 *, silent: Optional[Sequence[bool]] = None, close: bool = True) -> list[dict]:
+                 *, silent: Optional[Sequence[bool]] = None, oneway: Optional[Sequence[float]] = None,
+                 close: bool = True) -> list[dict]:
     """Feed one capture's scored flows through ``judge`` in end-time order, as a gateway sees them end.
 
     The tracker is ticked with the flow clock after every flow, so incidents end after the quiet
     period exactly as on the gateway; with ``close`` the open ones end when the capture does.
-    ``silent``: per flow, the host sent nothing in it (see :meth:`FlowJudge.observe`).
+    ``silent``, ``oneway``: per flow, the host sent nothing in it, and its unanswered packet rate
+    (see :meth:`FlowJudge.observe`).
     """
     import numpy as np
 
@@ -167,10 +173,11 @@ def replay_flows(judge: FlowJudge, hosts: Sequence[str], ends: Sequence[float], 
     tracker = judge.tracker
     clock = -float("inf")
     quiet = silent if silent is not None else [False] * len(order)
+    rates = oneway if oneway is not None else [0.0] * len(order)
     for i in order:
         end = float(ends[i])
         messages.extend(judge.observe(hosts[i], end, float(scores[i]), dests[i], int(ports[i]), protos[i], states[i],
-                                      silent=bool(quiet[i])))
+                                      silent=bool(quiet[i]), oneway=float(rates[i])))
         if end > clock:
             clock = end
             if tracker.open_incidents:
@@ -187,7 +194,9 @@ def replay_records(judge: FlowJudge, records: Sequence[Any], scores: Sequence[fl
     return replay_flows(judge, [r.orig_h for r in records], [r.ts + (r.duration or 0.0) for r in records],
                         [float(x) for x in scores], [r.resp_h for r in records], [r.resp_p for r in records],
                         [r.proto for r in records], [r.conn_state for r in records],
-                        silent=[responder_only(r.history, r.orig_pkts) for r in records], close=close)
+                        silent=[responder_only(r.history, r.orig_pkts) for r in records],
+                        oneway=[oneway_rate(r.orig_pkts, r.resp_pkts, r.duration, r.resp_h) for r in records],
+                        close=close)
 
 
 def incident_outcomes(messages: Sequence[dict], hosts: Sequence[str], ends: Sequence[float],

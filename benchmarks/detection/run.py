@@ -56,7 +56,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from edgebot import datasets  # noqa: E402
-from edgebot.evidence import responder_only  # noqa: E402
+from edgebot.evidence import oneway_rate, responder_only  # noqa: E402
 from edgebot.jsonsafe import plain_or_str  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -243,6 +243,7 @@ class ScoredCapture:
     protos: list = field(default_factory=list)
     states: list = field(default_factory=list)
     silent: list = field(default_factory=list)
+    oneway: list = field(default_factory=list)
 
 
 def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int) -> ScoredCapture:
@@ -269,7 +270,8 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
         families=np.array([(r.family or "") if r.label == MALICIOUS else "" for r in flows], dtype=object),
         int8=q, float=f, dests=[r.resp_h for r in flows], ports=[r.resp_p for r in flows],
         protos=[r.proto for r in flows], states=[r.conn_state for r in flows],
-        silent=[responder_only(r.history, r.orig_pkts) for r in flows])
+        silent=[responder_only(r.history, r.orig_pkts) for r in flows],
+        oneway=[oneway_rate(r.orig_pkts, r.resp_pkts, r.duration, r.resp_h) for r in flows])
 
 
 def eval_mask(sc: ScoredCapture, in_training: bool) -> np.ndarray:
@@ -317,7 +319,7 @@ def false_incidents(sc: ScoredCapture, scores: np.ndarray, threshold: float, dev
     pick = [sc.hosts[i] for i in idx]
     msgs = replay_flows(judge, pick, sc.end[idx].tolist(), scores[idx].tolist(), [sc.dests[i] for i in idx],
                         [sc.ports[i] for i in idx], [sc.protos[i] for i in idx], [sc.states[i] for i in idx],
-                        silent=[sc.silent[i] for i in idx])
+                        silent=[sc.silent[i] for i in idx], oneway=[sc.oneway[i] for i in idx])
     new: dict[str, int] = {}
     for m in msgs:
         if m["type"] == "new":

@@ -199,6 +199,7 @@ class IncidentsConfig:
     beacon_flows: int = _RULE.beacon_flows
     beacon_jitter: float = _RULE.beacon_jitter
     beacon_min_excess: float = _RULE.beacon_min_excess
+    oneway_pps: float = _RULE.oneway_pps
     high_confidence: float = _RULE.high_confidence
     max_pending_hosts: int = _RULE.max_pending_hosts
     max_open_incidents: int = _RULE.max_open_incidents

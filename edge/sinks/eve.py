@@ -20,7 +20,7 @@ How the fields are filled:
   (left out when the incident lists none); ``src_port`` is left out (an incident spans many flows);
 - ``community_id``: the Community ID of the incident's latest flagged flow (left out when unknown);
 - ``alert.signature_id``/``signature``/``category``: one per evidence rule (the most specific rule
-  that fired: flood, scan, beacon, retry, then confident), in Suricata's local range 1000000-1999999
+  that fired: oneway, flood, scan, beacon, retry, then confident), in Suricata's local range 1000000-1999999
   (:data:`SIGNATURES`); ``alert.severity``: 1 for ``critical``/``high``, 2 ``medium``, 3 ``low``;
   ``alert.action`` is ``allowed`` (edgebot detects, it does not block);
 - ``edgebot``: every field of the incident (the one key outside Suricata's own schema).
@@ -57,6 +57,7 @@ __all__ = ["EveConfig", "EveSink", "eve_record", "eve_timestamp", "eve_flow_id",
 
 #: Evidence rule -> (signature_id, signature, Suricata classification), most specific rule first.
 SIGNATURES: dict[str, tuple[int, str, str]] = {
+    "oneway": (1900006, "EDGEBOT IoT botnet activity (unanswered flood)", "Attempted Denial of Service"),
     "flood": (1900003, "EDGEBOT IoT botnet activity (flood)", "Attempted Denial of Service"),
     "scan": (1900002, "EDGEBOT IoT botnet activity (scan)", "Detection of a Network Scan"),
     "beacon": (1900005, "EDGEBOT IoT botnet activity (periodic beacon)", "A Network Trojan was detected"),
