@@ -105,8 +105,19 @@ and on how many runs fused >= best single.
 
 None reaches the target. The differences on the wide set are 1-3 test flows; on the IoT-23 set
 they are where each model's threshold lands on the later test part, not the ranking (the fused
-model's test ROC AUC is the highest of all on the seed-1 quick run).
+model's test ROC AUC is the highest of all on the seed-1 quick run). The target's "best single
+model" is picked on the test split itself, the most favourable of six noisy estimates; against the
+single model validation would pick (the summary's second comparison) the fused model is ahead on
+the IoT-23 set on 7 of 10 runs and behind it (mostly the CNN) on all 10 wide runs, by less than
+0.0001 to 0.0038.
 """
+
+
+def _validation_pick(row: dict) -> str:
+    """The single model one would ship from validation alone (best validation F1; ties: the best on test)."""
+    val = row["validation_f1"]
+    top = max(val[n] for n in SINGLE)
+    return max((n for n in SINGLE if val[n] == top), key=lambda n: row["test_f1"][n])
 
 
 def write_markdown(rows: list[dict], path: Path, command: str) -> None:
@@ -163,9 +174,12 @@ def write_markdown(rows: list[dict], path: Path, command: str) -> None:
                         if (data, config, r["seed"], "scratch") in keyed]
                 old_worst = min((o["fused_minus_best"] for o in olds), default=None)
                 gaps = [keyed[(data, config, r["seed"], "gap")] for r in sel if (data, config, r["seed"], "gap") in keyed]
+                picked = [r["test_f1"]["fused"] - r["test_f1"][_validation_pick(r)] for r in sel]
                 summary.append(f"- {data}, {config}: fused >= best single on {ok} of {len(sel)} seeds, worst "
                                f"fused - best {_diff(worst)}, fused - CNN-LSTM {_diff(min(r['fused_minus_hybrid'] for r in sel))}"
                                f" to {_diff(max(r['fused_minus_hybrid'] for r in sel))}"
+                               f"; fused >= the single model best on validation on {sum(d >= 0 for d in picked)} of "
+                               f"{len(picked)} (worst {_diff(min(picked))})"
                                + (f"; from scratch: worst fused - best {_diff(old_worst)}" if old_worst is not None else "")
                                + (f"; gap: fused >= best on {sum(g['fused_ge_best'] for g in gaps)} of {len(gaps)}, "
                                   f"fused F1 {_diff(sum(g['test_f1']['fused'] - keyed[(data, config, g['seed'], 'from-hybrid')]['test_f1']['fused'] for g in gaps) / len(gaps))} "
