@@ -14,7 +14,7 @@ import socket
 import time
 from typing import Any, Optional, Protocol
 
-from edgebot.evidence import oneway_rate, responder_only
+from edgebot.evidence import flow_evidence
 from edgebot.features import featurize
 from edgebot.flow import FlowRecord
 from edgebot.windows import HostWindows
@@ -76,9 +76,9 @@ class HostWindowScorer:
         observe = self.judge.observe
         messages: list[dict] = []
         for flow, score, end in zip(flows, scores.tolist(), ends):
+            silent, oneway = flow_evidence(flow)
             messages.extend(observe(flow.orig_h, end, score, flow.resp_h, flow.resp_p, flow.proto, flow.conn_state,
-                                    _CommunityId(flow), responder_only(flow.history, flow.orig_pkts),
-                                    oneway_rate(flow.orig_pkts, flow.resp_pkts, flow.duration, flow.resp_h)))
+                                    _CommunityId(flow), silent, oneway))
         messages.extend(self.judge.tracker.tick(self.flow_clock))
         return messages
 

@@ -60,6 +60,13 @@ def oneway_rate(orig_pkts: int, resp_pkts: int, duration: float, dest: str) -> f
     return orig_pkts / duration
 
 
+def flow_evidence(flow: Any) -> tuple[bool, float]:
+    """What the evidence rule needs of a flow record besides its score, as :meth:`edgebot.judge.FlowJudge.observe`
+    takes it: (:func:`responder_only`, :func:`oneway_rate`)."""
+    return (responder_only(flow.history, flow.orig_pkts),
+            oneway_rate(flow.orig_pkts, flow.resp_pkts, flow.duration, flow.resp_h))
+
+
 @dataclass(frozen=True)
 class EvidenceRule:
     """The rule that turns flagged flows into an incident; every bar in one place.

@@ -21,7 +21,7 @@ import math
 from typing import Any, Optional, Sequence
 
 from edgebot.allow import AllowList
-from edgebot.evidence import oneway_rate, responder_only
+from edgebot.evidence import flow_evidence
 from edgebot.incidents import FAILED_STATES, EvidenceRule, IncidentTracker
 from edgebot.site import SiteProfile
 
@@ -191,12 +191,11 @@ def replay_flows(judge: FlowJudge, hosts: Sequence[str], ends: Sequence[float], 
 def replay_records(judge: FlowJudge, records: Sequence[Any], scores: Sequence[float], *,
                    close: bool = True) -> list[dict]:
     """:func:`replay_flows` over flow records (:class:`edgebot.flow.FlowRecord`) and their scores."""
+    facts = [flow_evidence(r) for r in records]
     return replay_flows(judge, [r.orig_h for r in records], [r.ts + (r.duration or 0.0) for r in records],
                         [float(x) for x in scores], [r.resp_h for r in records], [r.resp_p for r in records],
                         [r.proto for r in records], [r.conn_state for r in records],
-                        silent=[responder_only(r.history, r.orig_pkts) for r in records],
-                        oneway=[oneway_rate(r.orig_pkts, r.resp_pkts, r.duration, r.resp_h) for r in records],
-                        close=close)
+                        silent=[f[0] for f in facts], oneway=[f[1] for f in facts], close=close)
 
 
 def incident_outcomes(messages: Sequence[dict], hosts: Sequence[str], ends: Sequence[float],

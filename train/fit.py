@@ -439,7 +439,7 @@ def _fit_fusers(state: _Trained, va: PartArrays, te: PartArrays, cfg: TrainConfi
 
 
 def _set_thresholds(state: _Trained, va: PartArrays, fpr_budget: float, per_capture: bool = True,
-                    in_gap: bool = True) -> None:
+                    in_gap: bool = False) -> None:
     """Every decision threshold from validation data only (the autoencoder's is already set).
 
     With ``per_capture`` a benign capture's flows weigh at most as much as ``GROUP_WEIGHT_CAP`` flows

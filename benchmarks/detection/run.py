@@ -56,7 +56,7 @@ os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from edgebot import datasets  # noqa: E402
-from edgebot.evidence import oneway_rate, responder_only  # noqa: E402
+from edgebot.evidence import flow_evidence  # noqa: E402
 from edgebot.jsonsafe import plain_or_str  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -261,6 +261,7 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
     W = HostWindows(bundle.window, bundle.n_features, max_hosts=max_hosts).push_many(hosts, X)
     q = np.asarray(bundle.score(W), dtype=np.float64)
     f = floater.score(W, raw_feature_index(bundle.profile.feature_names, bundle.spec.fuser_raw_features))
+    facts = [flow_evidence(r) for r in flows]
     return ScoredCapture(
         ts=np.array([r.ts for r in flows], dtype=np.float64),
         end=np.array([r.ts + (r.duration or 0.0) for r in flows], dtype=np.float64),
@@ -270,8 +271,7 @@ def score_capture(bundle: Any, floater: FloatScorer, path: Path, max_hosts: int)
         families=np.array([(r.family or "") if r.label == MALICIOUS else "" for r in flows], dtype=object),
         int8=q, float=f, dests=[r.resp_h for r in flows], ports=[r.resp_p for r in flows],
         protos=[r.proto for r in flows], states=[r.conn_state for r in flows],
-        silent=[responder_only(r.history, r.orig_pkts) for r in flows],
-        oneway=[oneway_rate(r.orig_pkts, r.resp_pkts, r.duration, r.resp_h) for r in flows])
+        silent=[x[0] for x in facts], oneway=[x[1] for x in facts])
 
 
 def eval_mask(sc: ScoredCapture, in_training: bool) -> np.ndarray:

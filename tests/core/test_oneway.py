@@ -7,6 +7,7 @@ import pytest
 from edgebot.evidence import ONEWAY_MIN_S, EvidenceRule, oneway_rate
 from edgebot.judge import FlowJudge
 from edgebot.site import SiteProfile, SiteSettings
+from shipped_scores import shipped_capture
 
 TH = 0.05
 T0 = 1_700_000_000.0
@@ -57,13 +58,9 @@ def test_while_learning_only_a_flood_far_above_the_bar_opens_one_and_it_is_never
 
 def test_on_the_bundled_data_the_bar_sits_far_from_benign_and_mirai_44_1_is_found_by_it():
     """Real flows: every Zeek log in data/; the shipped bundle on Mirai 44-1 (which it scores benign but the flood)."""
-    import numpy as np
-
     from edgebot import datasets
-    from edgebot.bundle import load_bundle
     from edgebot.evaluate import capture_incidents
     from edgebot.readers import read_flows
-    from edgebot.shipped import default_bundle
 
     bar = EvidenceRule().oneway_pps
     root = datasets.data_root()
@@ -77,11 +74,7 @@ def test_on_the_bundled_data_the_bar_sits_far_from_benign_and_mirai_44_1_is_foun
             fastest[kind] = max(fastest[kind], oneway_rate(r.orig_pkts, r.resp_pkts, r.duration, r.resp_h))
     assert fastest["benign"] < bar / 10 and fastest["malicious"] > 10 * bar
 
-    records, _ = read_flows([root / "iot23" / "CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz"])
-    records.sort(key=lambda r: r.ts)
-    bundle = load_bundle(default_bundle())
-    X = bundle.scale(bundle.featurize(records))
-    scores = bundle.score(bundle.sequences(X, [r.orig_h for r in records], np.array([r.ts for r in records])))
+    bundle, records, scores = shipped_capture("iot23/CTU-IoT-Malware-Capture-44-1conn.log.labeled.csv.xz")
     for learn_s in (0.0, 6 * 3600.0):
         out = capture_incidents(bundle, records, scores, learn_s=learn_s)
         assert out["infected_detected"] == ["192.168.1.199"] and out["false_incidents"] == 0

@@ -8,6 +8,7 @@ import pytest
 
 from edgebot.evidence import responder_only
 from edgebot.judge import FlowJudge, incident_outcomes, replay_records
+from shipped_scores import shipped_capture
 
 TH = 0.05
 
@@ -43,19 +44,7 @@ def test_confident_responder_only_flows_open_no_incident_and_are_counted():
 
 def test_the_windows_host_of_strato_010_keeps_quiet_only_because_of_it():
     """Real flows, the shipped bundle: the benign host's false incident came from flows it never sent."""
-    import numpy as np
-
-    from edgebot import datasets
-    from edgebot.bundle import load_bundle
-    from edgebot.readers import read_flows
-    from edgebot.shipped import default_bundle
-
-    records, _ = read_flows([datasets.data_root() / "stratosphere" / "010-zeek-mixed.conn.log.labeled.xz"])
-    records.sort(key=lambda r: r.ts)
-    bundle = load_bundle(default_bundle())
-    X = bundle.scale(bundle.featurize(records))
-    scores = np.asarray(bundle.score(bundle.sequences(X, [r.orig_h for r in records],
-                                                      np.array([r.ts for r in records]))), dtype=np.float64)
+    bundle, records, scores = shipped_capture("stratosphere/010-zeek-mixed.conn.log.labeled.xz")
     host = "147.32.83.234"  # the capture's local Windows host, benign
 
     def outcome(recs):
