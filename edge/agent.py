@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds (wall time) between housekeeping steps: allow-rule reloads, site profile saves.
 HOUSEKEEPING_S = 1.0
+#: Seconds of network time between looks at the meter's unanswered flows in progress (the oneway
+#: rule before a flood ends; :meth:`Agent.check_unanswered`).
+UNANSWERED_EVERY_S = 5.0
 #: Latest flow-end -> verdict latencies kept for the percentiles (a float64 ring: 512 KB).
 LATENCY_SAMPLES = 65_536
 
@@ -54,6 +57,7 @@ class Agent:
         self.commands: Any = None  # operator commands over MQTT (edge/sinks/mqtt_commands.py), set by init_commands
         self._last_housekeeping = 0.0
         self._last_site_save = 0.0
+        self._last_unanswered = -float("inf")
         self.scorer: Scorer = None  # type: ignore[assignment]  # one per sequence layout, set by init_scorer
         self._flows = 0
         self._last_stats = 0.0
@@ -191,6 +195,7 @@ class Agent:
                 now = time.perf_counter()
                 if item is None:  # a tick: the source is idle or goes back to work; score what waits
                     self.score_pending()
+                    self.check_unanswered()
                 else:
                     self._pending.append(item)
                     self._pending_t.append(now)
@@ -227,12 +232,34 @@ class Agent:
         self._latencies.extend(pending_t, done)
         self.sink.check()  # refused credentials or TLS end the run with a clear error
 
+    def check_unanswered(self) -> None:
+        """Every :data:`UNANSWERED_EVERY_S` of network time: the oneway rule on the metered source's
+        flows still in progress (:meth:`edgebot.edge.meter.FlowMeter.unanswered`), so that a flood is
+        reported while it lasts, not when it ends. Sources without a meter (Zeek logs, CSV) have none."""
+        meter = getattr(self.source, "meter", None)
+        if meter is None or self.judge is None or self.scorer is None or self.scorer.layout != "host-windows":
+            return
+        clock = meter.clock
+        if clock - self._last_unanswered < UNANSWERED_EVERY_S:
+            return
+        self._last_unanswered = clock
+        judge = self.judge
+        flows = meter.unanswered(judge.tracker.rule.oneway_pps)
+        if not flows:
+            return
+        self.score_pending()  # the flows that ended before go first
+        messages: list[dict] = []
+        for u in flows:
+            messages.extend(judge.observe_unanswered(u.orig_h, clock, u.resp_h, u.resp_p, u.proto, u.pps))
+        self._publish(messages)
+
     def housekeeping(self, now: float) -> None:
-        """Once a second: carry out MQTT commands, apply changed allow rules; save the site profile every
-        ``site.save_interval_s``."""
+        """Once a second: carry out MQTT commands, apply changed allow rules, look at the unanswered
+        flows in progress; save the site profile every ``site.save_interval_s``."""
         self._last_housekeeping = now
         if self.judge is None:
             return
+        self.check_unanswered()
         if self.commands is not None:
             self.commands.run_pending()
         self._publish(self.judge.apply_allow_changes())

@@ -53,6 +53,7 @@ class FlowJudge:
         self.allow = allow
         self.suppressed_flows = 0
         self.responder_only_flows = 0
+        self.unanswered_reports = 0
 
     @classmethod
     def build(cls, gateway_id: str, model: dict, threshold: float, rule: Optional[EvidenceRule] = None, *,
@@ -102,6 +103,30 @@ class FlowJudge:
             site.learn_into(dev, end, score, dest, port, proto, normal=normal)
         return msgs
 
+    def observe_unanswered(self, host: str, now: float, dest: str, port: int, proto: str, pps: float) -> list[dict]:
+        """A flow of ``host`` still in progress that its peer never answered, at ``pps`` packets/s so
+        far (:meth:`edgebot.edge.meter.FlowMeter.unanswered`): the oneway rule before the flow ends.
+
+        Not a flow of its own: it is neither counted in the host's activity nor learned (its record,
+        when the flow ends, is observed as every flow is). Nothing happens below the rule's bar, for a
+        host with an open incident (the record updates it) or under an allow rule (the record is
+        counted as suppressed when it ends).
+        """
+        tracker = self.tracker
+        if pps < tracker.rule.oneway_pps or host in tracker.open_hosts:
+            return []
+        allow = self.allow
+        if allow is not None and allow.rules and allow.match(host, dest, port) is not None:
+            return []
+        self.unanswered_reports += 1
+        threshold = learning = None
+        site = self.site
+        if site is not None:
+            dev = site.device(host, now)
+            learning, threshold = now < dev.learn_until, site.device_threshold(dev, now)
+        return tracker.observe(host, now, 0.0, f"{dest}:{port}/{proto}", dest=dest, port=port, threshold=threshold,
+                               learning=learning, note=False, oneway=pps)
+
     def observe_many(self, hosts: Sequence[str], ends: Sequence[float], scores: Sequence[float],
                      dests: Sequence[str], ports: Sequence[int], protos: Sequence[str], states: Sequence[str],
                      community_ids: Optional[Sequence[Any]] = None, clock: Optional[float] = None) -> list[dict]:
@@ -147,6 +172,7 @@ class FlowJudge:
             "suppressed_while_learning": counts.get("suppressed_while_learning", 0),
             "unattributable_flows": counts.get("unattributable_flows", 0),
             "responder_only_flows": self.responder_only_flows,
+            "unanswered_reports": self.unanswered_reports,
         }
         if self.site is not None:
             learning = sum(1 for d in self.site.devices.values() if d.last_seen < d.learn_until)

@@ -49,7 +49,7 @@ Measured agreement and speed: ``benchmarks/bench_meter.py``.
 
 from __future__ import annotations
 
-from .flow_meter import FlowMeter
+from .flow_meter import FlowMeter, Unanswered
 from .state import LIKELY_SERVER_PORTS, ZeekTimeouts
 
-__all__ = ["ZeekTimeouts", "FlowMeter", "LIKELY_SERVER_PORTS"]
+__all__ = ["ZeekTimeouts", "FlowMeter", "Unanswered", "LIKELY_SERVER_PORTS"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence
 
+from edgebot.evidence import ONEWAY_MIN_S, oneway_rate
 from edgebot.flow import FlowRecord
 
 from ..pcapfile import LINKTYPE_ETHERNET, PacketRef
@@ -16,9 +17,22 @@ from .fragments import (
     DEFAULT_MAX_FRAGMENTS_PER_DATAGRAM,
     FragmentReassembler,
 )
+from .record import _PROTO_NAMES
 from .state import ZeekTimeouts
 
 logger = logging.getLogger(__name__)
+
+
+class Unanswered(NamedTuple):
+    """A flow still in progress that its peer never answered (:meth:`FlowMeter.unanswered`)."""
+
+    orig_h: str
+    resp_h: str
+    resp_p: int
+    proto: str
+    start: float
+    orig_pkts: int
+    pps: float
 
 
 class FlowMeter(_Decoder):
@@ -136,6 +150,41 @@ class FlowMeter(_Decoder):
     def active_flows(self) -> int:
         """Number of flows currently tracked."""
         return self._active
+
+    @property
+    def clock(self) -> float:
+        """Network time: the latest packet time (or :meth:`expire` time) seen, 0 before any."""
+        return self._now
+
+    def unanswered(self, min_pps: float) -> List[Unanswered]:
+        """Flows still in progress that their peer never answered, at ``min_pps`` packets/s or more so far.
+
+        The oneway rule (:func:`edgebot.evidence.oneway_rate`, the same measure over the flow's
+        time so far) on a flow before it ends: a flood is one flow that ends only when the flood
+        stops (Zeek logs a connection when it is removed), so the record alone would report an
+        hour-long flood an hour late. A flow is listed once, and again only when its rate has
+        doubled since. One pass over the flow table (bounded by ``max_flows``); the agent calls
+        it every few seconds of network time.
+        """
+        out: List[Unanswered] = []
+        names = self._addr_names
+        least = min_pps * ONEWAY_MIN_S  # fewer packets cannot reach min_pps over ONEWAY_MIN_S or more
+        for table in (self._udp, self._icmp, self._tcp):
+            for flow, is_orig in table.values():
+                if not is_orig or flow.resp_pkts or flow.orig_pkts < least or flow.removed:
+                    continue
+                duration = flow.last_time - flow.start
+                if duration < ONEWAY_MIN_S or flow.orig_pkts < 2.0 * flow.oneway_told * duration:
+                    continue
+                resp_h = names.get(flow.resp_addr) or self._addr_name(flow.resp_addr)
+                pps = oneway_rate(flow.orig_pkts, 0, duration, resp_h)
+                if pps < min_pps:
+                    continue
+                flow.oneway_told = pps
+                orig_h = names.get(flow.orig_addr) or self._addr_name(flow.orig_addr)
+                out.append(Unanswered(orig_h, resp_h, flow.resp_port, _PROTO_NAMES[flow.proto], flow.start,
+                                      flow.orig_pkts, pps))
+        return out
 
     def add_packet(self, ts: float, frame: bytes, linktype: int = LINKTYPE_ETHERNET,
                    wirelen: Optional[int] = None, verify_checksums: Optional[bool] = None) -> List[FlowRecord]:

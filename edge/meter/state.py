@@ -118,7 +118,7 @@ class _Flow:
     __slots__ = (
         "proto", "okey", "rkey", "table", "orig_addr", "resp_addr", "orig_port", "resp_port",
         "start", "last_time", "history", "hist_seen", "orig_pkts", "orig_ip_bytes", "resp_pkts",
-        "resp_ip_bytes", "inactivity", "timer_epoch", "removed", "missed_bytes",
+        "resp_ip_bytes", "inactivity", "timer_epoch", "removed", "missed_bytes", "oneway_told",
         # UDP / ICMP
         "req_len", "rep_len", "req_chk_cnt", "req_chk_thresh", "rep_chk_cnt", "rep_chk_thresh",
         # TCP
@@ -144,6 +144,7 @@ class _Flow:
         self.timer_epoch = 0
         self.removed = False
         self.missed_bytes = 0
+        self.oneway_told = 0.0  # the unanswered rate FlowMeter.unanswered last reported (0: never)
         self.req_len = self.rep_len = -1
         self.req_chk_cnt = self.rep_chk_cnt = 0
         self.req_chk_thresh = self.rep_chk_thresh = 1

@@ -113,11 +113,9 @@ class PcapSource(FlowSource):
         try:
             try:
                 for buf, packets in reader.batches(chunk_size=CHUNK_BYTES):
-                    flows = meter.add_batch(buf, packets, linktype)
-                    if flows:
-                        yield from flows
-                        if self.ticks:
-                            yield None  # the consumer scores now instead of waiting through the next chunk
+                    yield from meter.add_batch(buf, packets, linktype)
+                    if self.ticks:  # the consumer scores now instead of waiting through the next chunk,
+                        yield None  # and looks at the flows in progress (Agent.check_unanswered)
             except SourceError as exc:  # corrupt file: what was metered before the damage still counts
                 damage = exc
                 self._damaged = 1
