@@ -102,6 +102,19 @@ and on how many runs fused >= best single.
   would put a second tree model on the gateway's path; not done.
 - **All 45 raw features in the fuser** (instead of 8; quick runs only): iot23 -0.0014 to +0.0002,
   wide -0.0005 to +0.0002 (1 of 10).
+- **How full the window is** (the number of real flows in the hybrid's window, 1-8, as a ninth
+  fuser input; a patch, iot23 quick only, 2026-12-02): -0.0014 to +0.0005 (0 of 5). The idea came
+  from the seed-1 quick run: the fused model flags 30 benign test flows (scores 0.024-0.60; the
+  flow XGBoost gives the same flows 0.0003-0.0069 and flags 10 in all); 24 of them belong to 21
+  honeypot 5-1 hosts (IPv6 link-local, `::`, 192.168.69.x), and 21 of those 24 windows hold one
+  flow only: the host's first in the test part. The fuser, trained on the 577 benign validation
+  flows, does not learn from the fill to distrust such windows. 15 of the 21 hosts have no flow in
+  the first 80% of the 5-1 log, so windows carried over from the earlier parts would not give
+  them a history either.
+- **The hybrid trained on short windows too** (half the training windows copied with only their
+  last 1-7 flows kept, the rest zeroed, so that it learns to judge a host with little history; a
+  patch, iot23 quick only, 2026-12-02): fused -0.0033 to +0.0007 (0 of 5), the hybrid itself no
+  better.
 
 None reaches the target. The differences on the wide set are 1-3 test flows; on the IoT-23 set
 they are where each model's threshold lands on the later test part, not the ranking (the fused
