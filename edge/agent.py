@@ -250,7 +250,7 @@ class Agent:
         self.score_pending()  # the flows that ended before go first
         messages: list[dict] = []
         for u in flows:
-            messages.extend(judge.observe_unanswered(u.orig_h, clock, u.resp_h, u.resp_p, u.proto, u.pps))
+            messages.extend(judge.observe_unanswered(u.orig_h, clock, u.resp_h, u.resp_p, u.proto, u.pps, u.start))
         self._publish(messages)
 
     def housekeeping(self, now: float) -> None:

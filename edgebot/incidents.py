@@ -299,6 +299,35 @@ class IncidentTracker:
                       learning: Optional[bool], oneway: float = 0.0) -> list[dict]:
         """A flagged flow (or a retry) of a host without an open incident: evidence, maybe an incident."""
         rule = self.rule
+        ev = self._evidence(host, ts)
+        ev.add(rule, ts, float(score), excess, confident, dest, port, failed)
+        if oneway:
+            ev.note_oneway(rule, ts, oneway)
+        if retry > ev.retry - max(0.0, ts - ev.retry_ts) * rule.retry_rate:
+            ev.note_retry(ts, retry)
+        return self._weigh(host, ev, ts, float(score), th, learning, peer, community_id)
+
+    def observe_unanswered(self, host: str, ts: float, pps: float, since: float, peer: str = "", *,
+                           threshold: Optional[float] = None, learning: Optional[bool] = None) -> list[dict]:
+        """A flow of ``host`` still in progress at ``ts``, begun at ``since``, that its peer never answered,
+        at ``pps`` packets/s so far: the oneway rule's evidence before the flow ends.
+
+        No flow is counted (its record counts when the flow ends, and updates the incident); an
+        incident it opens starts at ``since`` with 0 flows. Nothing happens below the rule's bar or
+        for a host with an open incident.
+        """
+        if host in UNATTRIBUTABLE or pps < self.rule.oneway_pps or host in self._open:
+            return []
+        ev = self._evidence(host, ts)
+        ev.note_oneway(self.rule, ts, pps)
+        ev.first = min(ev.first, since)
+        ev.last = max(ev.last, ts)
+        th = self.host_threshold(host) if threshold is None else threshold
+        return self._weigh(host, ev, ts, 0.0, th, learning, peer, None)
+
+    def _evidence(self, host: str, ts: float) -> HostEvidence:
+        """``host``'s pending evidence, a fresh one when it has none within the window (bounded)."""
+        rule = self.rule
         ev = self._pending.get(host)
         if ev is None or ts - ev.last > rule.window_s:
             ev = HostEvidence(rule, ts)
@@ -308,11 +337,12 @@ class IncidentTracker:
                 self.events["pending_evicted"] += 1
         else:
             self._pending.move_to_end(host)
-        ev.add(rule, ts, float(score), excess, confident, dest, port, failed)
-        if oneway:
-            ev.note_oneway(rule, ts, oneway)
-        if retry > ev.retry - max(0.0, ts - ev.retry_ts) * rule.retry_rate:
-            ev.note_retry(ts, retry)
+        return ev
+
+    def _weigh(self, host: str, ev: HostEvidence, ts: float, score: float, th: float, learning: Optional[bool],
+               peer: str, community_id: CommunityId) -> list[dict]:
+        """Open ``host``'s incident when its evidence reaches the bar (higher while it is learning)."""
+        rule = self.rule
         strength, measures = ev.strength(rule, ts, self.activity(host, ts))
         ev.last_strength = strength
         if learning is None:
@@ -323,7 +353,7 @@ class IncidentTracker:
                 self.events["suppressed_while_learning"] += 1
             return []
         del self._pending[host]
-        return self._open_new(host, ev, ts, float(score), th, strength, measures, learning, peer, community_id)
+        return self._open_new(host, ev, ts, score, th, strength, measures, learning, peer, community_id)
 
     def evidence_strength(self, host: str, now: float) -> float:
         """Strength of ``host``'s pending evidence at its last flagged flow (0 when none is left at ``now``).

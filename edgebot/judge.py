@@ -103,14 +103,16 @@ class FlowJudge:
             site.learn_into(dev, end, score, dest, port, proto, normal=normal)
         return msgs
 
-    def observe_unanswered(self, host: str, now: float, dest: str, port: int, proto: str, pps: float) -> list[dict]:
-        """A flow of ``host`` still in progress that its peer never answered, at ``pps`` packets/s so
-        far (:meth:`edgebot.edge.meter.FlowMeter.unanswered`): the oneway rule before the flow ends.
+    def observe_unanswered(self, host: str, now: float, dest: str, port: int, proto: str, pps: float,
+                           since: float) -> list[dict]:
+        """A flow of ``host`` begun at ``since``, still in progress at ``now``, that its peer never
+        answered, at ``pps`` packets/s so far (:meth:`edgebot.edge.meter.FlowMeter.unanswered`): the
+        oneway rule before the flow ends (:meth:`edgebot.incidents.IncidentTracker.observe_unanswered`).
 
-        Not a flow of its own: it is neither counted in the host's activity nor learned (its record,
-        when the flow ends, is observed as every flow is). Nothing happens below the rule's bar, for a
-        host with an open incident (the record updates it) or under an allow rule (the record is
-        counted as suppressed when it ends).
+        Not a flow of its own: it is neither counted nor learned (its record, when the flow ends, is
+        observed as every flow is). Nothing happens below the rule's bar, for a host with an open
+        incident (the record updates it) or under an allow rule (the record is counted as suppressed
+        when it ends).
         """
         tracker = self.tracker
         if pps < tracker.rule.oneway_pps or host in tracker.open_hosts:
@@ -124,8 +126,8 @@ class FlowJudge:
         if site is not None:
             dev = site.device(host, now)
             learning, threshold = now < dev.learn_until, site.device_threshold(dev, now)
-        return tracker.observe(host, now, 0.0, f"{dest}:{port}/{proto}", dest=dest, port=port, threshold=threshold,
-                               learning=learning, note=False, oneway=pps)
+        return tracker.observe_unanswered(host, now, pps, since, f"{dest}:{port}/{proto}", threshold=threshold,
+                                          learning=learning)
 
     def observe_many(self, hosts: Sequence[str], ends: Sequence[float], scores: Sequence[float],
                      dests: Sequence[str], ports: Sequence[int], protos: Sequence[str], states: Sequence[str],

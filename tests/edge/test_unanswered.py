@@ -64,15 +64,16 @@ def test_the_judge_takes_a_flood_in_progress_only_above_the_bar_and_only_once_pe
     from edgebot.judge import FlowJudge
 
     judge = FlowJudge.build("gw", {"id": "m", "version": "1"}, 0.5, EvidenceRule())
-    assert judge.observe_unanswered(HOST, 100.0, TARGET, 53, "udp", 99.0) == []
-    (new,) = [m for m in judge.observe_unanswered(HOST, 100.0, TARGET, 53, "udp", 250.0) if m["type"] == "new"]
+    assert judge.observe_unanswered(HOST, 100.0, TARGET, 53, "udp", 99.0, 80.0) == []
+    (new,) = [m for m in judge.observe_unanswered(HOST, 100.0, TARGET, 53, "udp", 250.0, 80.0) if m["type"] == "new"]
     assert "oneway" in new["rules"] and new["host"] == HOST
-    assert judge.observe_unanswered(HOST, 105.0, TARGET, 53, "udp", 900.0) == []  # open: its record updates it
+    assert new["first_seen"] == 80.0 and new["opened"] == 100.0 and new["flows"] == 0  # the flow has not ended
+    assert judge.observe_unanswered(HOST, 105.0, TARGET, 53, "udp", 900.0, 80.0) == []  # open: its record updates it
     assert judge.stats()["unanswered_reports"] == 1
     allow = AllowList(tmp_path)
     allow.add(make_rule("192.168.1.51", peer=TARGET, reason="speed test"))
     allowed = FlowJudge.build("gw", {"id": "m", "version": "1"}, 0.5, EvidenceRule(), allow=allow)
-    assert allowed.observe_unanswered("192.168.1.51", 100.0, TARGET, 53, "udp", 900.0) == []
+    assert allowed.observe_unanswered("192.168.1.51", 100.0, TARGET, 53, "udp", 900.0, 80.0) == []
 
 
 def test_the_agent_reports_a_flood_while_it_lasts_not_when_it_ends(tmp_path):
@@ -94,4 +95,7 @@ def test_the_agent_reports_a_flood_while_it_lasts_not_when_it_ends(tmp_path):
     assert [m["host"] for m in new] == [HOST] and "oneway" in new[0]["rules"]
     start, end = packets[0][0], packets[-1][0]
     assert new[0]["opened"] - start < 20.0 < end - start  # within seconds of the 10 s a rate needs
+    assert new[0]["first_seen"] == start and new[0]["flows"] == 0
+    (last,) = [m for m in messages if m.get("type") == "end"]
+    assert last["flows"] == 1 and last["last_seen"] >= end - 1e-6  # the flood's one flow, counted once, at its end
     assert summary.evidence["unanswered_reports"] == 1
