@@ -120,14 +120,8 @@ class FlowJudge:
         allow = self.allow
         if allow is not None and allow.rules and allow.match(host, dest, port) is not None:
             return []
-        self.unanswered_reports += 1
-        threshold = learning = None
-        site = self.site
-        if site is not None:
-            dev = site.device(host, now)
-            learning, threshold = now < dev.learn_until, site.device_threshold(dev, now)
-        return tracker.observe_unanswered(host, now, pps, since, f"{dest}:{port}/{proto}", threshold=threshold,
-                                          learning=learning)
+        self.unanswered_reports += 1  # the tracker asks the site profile for the host's threshold and learning state
+        return tracker.observe_unanswered(host, now, pps, since, f"{dest}:{port}/{proto}")
 
     def observe_many(self, hosts: Sequence[str], ends: Sequence[float], scores: Sequence[float],
                      dests: Sequence[str], ports: Sequence[int], protos: Sequence[str], states: Sequence[str],

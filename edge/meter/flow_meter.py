@@ -171,7 +171,7 @@ class FlowMeter(_Decoder):
         least = min_pps * ONEWAY_MIN_S  # fewer packets cannot reach min_pps over ONEWAY_MIN_S or more
         for table in (self._udp, self._icmp, self._tcp):
             for flow, is_orig in table.values():
-                if not is_orig or flow.resp_pkts or flow.orig_pkts < least or flow.removed:
+                if not is_orig or flow.resp_pkts or flow.orig_pkts < least:  # removed flows are not in the table
                     continue
                 duration = flow.last_time - flow.start
                 if duration < ONEWAY_MIN_S or flow.orig_pkts < 2.0 * flow.oneway_told * duration:
